@@ -1,0 +1,70 @@
+import {Flags} from '@oclif/core'
+import {existsSync} from 'node:fs'
+import {MmliteCommand} from './base.js'
+import {runInit, type InitResult} from '../steps/init.js'
+import {runWizard} from '../ui/wizard.js'
+import {canPrompt} from '../ui/prompts.js'
+import {MmliteError, ExitCode} from '../errors.js'
+
+export default class Init extends MmliteCommand {
+  static override summary = 'Build the echo-free full mesh between the nodes of mmlite.yaml.'
+  static override description = `Checks every node first (read-only; every problem reported at once, nothing changed if any fails), then creates publications, one slot per directed link, the seed's subscriptions with the initial copy, waits for the copy, creates the remaining subscriptions, and waits until every link streams. Re-running it after a crash or kill finishes the job; on a finished cluster it changes nothing.
+
+Without a configuration file, on a terminal, a wizard asks for the cluster name, the node DSNs and the tables, and writes mmlite.yaml.`
+
+  static override examples = [
+    '<%= config.bin %> init --dry-run',
+    '<%= config.bin %> init --yes',
+    '<%= config.bin %> init --seed node1 --yes',
+    '<%= config.bin %> init --no-copy --yes   # nodes restored from one backup',
+  ]
+
+  static override flags = {
+    seed: Flags.string({summary: 'Node whose table contents are copied to the others (default: the only node with data, else the first node).'}),
+    'no-copy': Flags.boolean({summary: 'Nodes already hold identical data (e.g. restored from one backup): copy nothing.', default: false}),
+    'fix-settings': Flags.boolean({summary: 'Apply fixes that need no restart (output_plugin_libraries) before checking again.', default: false}),
+    'dry-run': Flags.boolean({summary: 'Print the SQL each node would run, change nothing.', default: false}),
+    yes: Flags.boolean({char: 'y', summary: 'Do not ask for confirmation.', default: false}),
+    timeout: Flags.integer({summary: 'Seconds to wait for the initial copy and for links to stream.', default: 600, min: 1}),
+    'connect-timeout': Flags.integer({summary: 'Seconds to wait for a connection to a node.', default: 10, min: 1}),
+  }
+
+  async run(): Promise<InitResult> {
+    const {flags} = await this.parse(Init)
+    const file = this.configPath(flags.config)
+    if (!existsSync(file)) {
+      if (this.jsonEnabled() || !canPrompt()) {
+        throw new MmliteError(`configuration file ${file} not found`, {
+          code: ExitCode.Config,
+          suggestions: ['Run `mmlite init` on a terminal for the wizard, or write mmlite.yaml (see README.md "Configuration").'],
+        })
+      }
+      await runWizard(file, this.prompts, line => this.out(line))
+    }
+    const cfg = this.loadConfig(flags.config)
+    const result = await runInit(cfg, {
+      seed: flags.seed,
+      noCopy: flags['no-copy'],
+      fixSettings: flags['fix-settings'],
+      dryRun: flags['dry-run'],
+      timeoutMs: flags.timeout * 1000,
+      connectTimeoutMs: flags['connect-timeout'] * 1000,
+      mode: this.renderMode(),
+      write: line => this.out(line),
+      confirm: async plan => {
+        if (!flags.yes && !this.jsonEnabled() && canPrompt()) this.printPlan(plan.filter(s => s.status === 'planned'))
+        await this.confirmOrFail(`Apply this plan to cluster "${cfg.cluster}" (${cfg.nodes.length} nodes)?`, flags.yes)
+      },
+    })
+    for (const f of result.fixedSettings) this.out(`fixed on ${f.node}: ${f.sql}`)
+    if (result.dryRun) {
+      this.out(`Plan for cluster "${cfg.cluster}"${result.seed ? ` (seed: ${result.seed})` : ' (no copy)'}; nothing was changed:`)
+      this.printPlan(result.steps)
+    } else if (!result.changed) {
+      this.out(`Cluster "${cfg.cluster}" is already initialized: nothing to do.`)
+    } else {
+      this.out(`Cluster "${cfg.cluster}" is initialized: ${result.links.length} links streaming. Run \`mmlite status\` to watch it.`)
+    }
+    return result
+  }
+}

@@ -1,0 +1,124 @@
+/**
+ * One connection per node for the CLI. Connection failures are classified so that
+ * preflight and status can say why (refused / DNS / auth / timeout).
+ */
+import pg from 'pg'
+import {describeTarget, toClientConfig} from './conninfo.js'
+import {redactText} from './redact.js'
+import {MmliteError, ExitCode} from '../errors.js'
+import type {NodeConfig} from '../config/config.js'
+
+export type ConnectFailure = 'refused' | 'dns' | 'auth' | 'timeout' | 'database' | 'other'
+
+export function classifyConnectError(e: unknown): {kind: ConnectFailure; message: string} {
+  const err = e as {code?: string; message?: string}
+  const msg = redactText(err?.message ?? String(e))
+  switch (err?.code) {
+    case 'ECONNREFUSED':
+      return {kind: 'refused', message: `connection refused (${msg}): is the server running and listening there?`}
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return {kind: 'dns', message: `host name could not be resolved (${msg})`}
+    case 'ETIMEDOUT':
+      return {kind: 'timeout', message: `connection timed out (${msg})`}
+    case '28P01':
+    case '28000':
+      return {kind: 'auth', message: `authentication failed (${msg}): check user, password, ~/.pgpass and pg_hba.conf`}
+    case '3D000':
+      return {kind: 'database', message: `database does not exist (${msg})`}
+    case '57P03':
+      return {kind: 'other', message: `the server is starting up or shutting down (${msg})`}
+  }
+  if (/timeout/i.test(msg)) return {kind: 'timeout', message: `connection timed out (${msg})`}
+  if (/password|SASL|auth/i.test(msg)) return {kind: 'auth', message: `authentication failed (${msg})`}
+  return {kind: 'other', message: msg}
+}
+
+export interface QueryLogger {
+  (node: string, sql: string): void
+}
+
+export class NodeConn {
+  readonly name: string
+  readonly target: string
+  private client?: pg.Client
+  private connecting?: Promise<pg.Client>
+  serverVersion = 0
+
+  constructor(
+    readonly node: NodeConfig,
+    private readonly opts: {connectTimeoutMs?: number; logger?: QueryLogger; applicationName?: string} = {},
+  ) {
+    this.name = node.name
+    this.target = describeTarget(node.conn)
+  }
+
+  /** A fresh, separate session to the same node (for locks, exported snapshots, ...). */
+  async newSession(appName = 'mmlite'): Promise<pg.Client> {
+    const cfg = toClientConfig(this.node.conn, this.opts.connectTimeoutMs) as pg.ClientConfig
+    if (!this.node.conn.has('application_name')) cfg.application_name = appName
+    const c = new pg.Client(cfg)
+    c.on('error', () => {
+      /* reported through the failing query */
+    })
+    try {
+      await c.connect()
+    } catch (e) {
+      await c.end().catch(() => {})
+      const {kind, message} = classifyConnectError(e)
+      throw new MmliteError(`node ${this.name} (${this.target}): ${message}`, {
+        code: ExitCode.Unreachable,
+        details: [`failure: ${kind}`],
+      })
+    }
+    return c
+  }
+
+  async connect(): Promise<pg.Client> {
+    if (this.client) return this.client
+    if (!this.connecting) {
+      this.connecting = (async () => {
+        const c = await this.newSession(this.opts.applicationName)
+        const r = await c.query<{v: string}>('SELECT current_setting(\'server_version_num\') AS v')
+        this.serverVersion = Number(r.rows[0].v)
+        this.client = c
+        return c
+      })()
+      this.connecting.catch(() => {
+        this.connecting = undefined
+      })
+    }
+    return this.connecting
+  }
+
+  async query<T extends pg.QueryResultRow = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
+    const c = await this.connect()
+    this.opts.logger?.(this.name, sql)
+    try {
+      const r = await c.query<T>(sql, params)
+      return r.rows
+    } catch (e) {
+      const err = e as Error & {code?: string; detail?: string; hint?: string}
+      throw new MmliteError(`node ${this.name}: ${err.message}`, {
+        code: ExitCode.Failed,
+        details: [err.detail, err.hint, `while running: ${firstLine(sql)}`].filter(Boolean) as string[],
+      })
+    }
+  }
+
+  async one<T extends pg.QueryResultRow = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T | undefined> {
+    return (await this.query<T>(sql, params))[0]
+  }
+
+  async close(): Promise<void> {
+    const c = this.client
+    this.client = undefined
+    this.connecting = undefined
+    if (c) await c.end().catch(() => {})
+  }
+}
+
+function firstLine(sql: string): string {
+  const l = sql.trim().split('\n')[0]
+  return redactText(l.length > 120 ? l.slice(0, 117) + '...' : l)
+}

@@ -1,0 +1,77 @@
+/**
+ * `mmlite init` without a configuration file, on a terminal: ask for the cluster name,
+ * the node DSNs (each connection tested as it is entered) and the tables (a checkbox list
+ * read from the first node), then write mmlite.yaml.
+ */
+import {checkName, writeNewConfig} from '../config/config.js'
+import {parseConnInfo, describeTarget} from '../db/conninfo.js'
+import {NodeConn} from '../db/node.js'
+import {makeTableName} from '../config/tables.js'
+import type {Prompts} from './prompts.js'
+import {MmliteError, ExitCode, errorMessage} from '../errors.js'
+
+const nameProblem = (v: string): string | true => {
+  let msg: string | undefined
+  checkName(v, 'the name', m => (msg = m))
+  return msg ?? true
+}
+
+export async function runWizard(file: string, prompts: Prompts, say: (line: string) => void): Promise<void> {
+  say(`No configuration at ${file}: let's write one.`)
+  const cluster = await prompts.input({message: 'Cluster name (prefixes every object mmlite creates):', default: 'mesh', validate: nameProblem})
+  const nodes: {name: string; dsn: string}[] = []
+  for (;;) {
+    const idx = nodes.length + 1
+    const dsn = await prompts.input({
+      message: `DSN of node ${idx}${idx > 2 ? ' (empty to finish)' : ''}:`,
+      validate: async v => {
+        if (!v.trim()) return idx > 2 ? true : 'at least two nodes are needed'
+        try {
+          const conn = parseConnInfo(v)
+          const c = new NodeConn({name: `node${idx}`, dsn: v, conn, peerConn: conn}, {connectTimeoutMs: 5000})
+          try {
+            await c.connect()
+          } finally {
+            await c.close()
+          }
+          return true
+        } catch (e) {
+          return `cannot connect to ${(() => { try { return describeTarget(parseConnInfo(v)) } catch { return 'that DSN' } })()}: ${errorMessage(e)}`
+        }
+      },
+    })
+    if (!dsn.trim()) break
+    const name = await prompts.input({
+      message: `Name of node ${idx}:`,
+      default: `node${idx}`,
+      validate: v => (nodes.some(n => n.name === v) ? `${v} is taken` : nameProblem(v)),
+    })
+    nodes.push({name, dsn: dsn.trim()})
+  }
+  const first = parseConnInfo(nodes[0].dsn)
+  const c = new NodeConn({name: nodes[0].name, dsn: nodes[0].dsn, conn: first, peerConn: first}, {connectTimeoutMs: 5000})
+  let tables: {schema: string; name: string}[]
+  try {
+    tables = await c.query<{schema: string; name: string}>(
+      `SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2`,
+    )
+  } finally {
+    await c.close()
+  }
+  if (tables.length === 0) {
+    throw new MmliteError(`node ${nodes[0].name} has no tables to replicate`, {code: ExitCode.Config, suggestions: ['Create the tables on every node first.']})
+  }
+  const chosen = await prompts.checkbox({
+    message: `Tables to replicate (read from ${nodes[0].name}):`,
+    choices: tables.map(t => {
+      const tn = makeTableName(t.schema, t.name)
+      return {name: tn.display, value: tn.display, checked: true}
+    }),
+  })
+  if (chosen.length === 0) throw new MmliteError('no table chosen', {code: ExitCode.Config})
+  await writeNewConfig(file, {cluster, tables: chosen, nodes})
+  say(`Wrote ${file}.`)
+
+}
