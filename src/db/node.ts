@@ -43,6 +43,8 @@ export class NodeConn {
   readonly target: string
   private client?: pg.Client
   private connecting?: Promise<pg.Client>
+  /** queries on the shared session run one at a time (actions of one step may share a node) */
+  private queue: Promise<unknown> = Promise.resolve()
   serverVersion = 0
 
   constructor(
@@ -94,8 +96,10 @@ export class NodeConn {
   async query<T extends pg.QueryResultRow = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
     const c = await this.connect()
     this.opts.logger?.(this.name, sql)
+    const run = this.queue.then(() => c.query<T>(sql, params))
+    this.queue = run.catch(() => {})
     try {
-      const r = await c.query<T>(sql, params)
+      const r = await run
       return r.rows
     } catch (e) {
       const err = e as Error & {code?: string; detail?: string; hint?: string}

@@ -156,7 +156,7 @@ export function subscriptionAction(cfg: Config, edge: Edge, opts: {copyData: boo
 
 export const SYNC_STATE_SQL = `SELECT count(*)::int AS total,
        count(*) FILTER (WHERE sr.srsubstate = 'r')::int AS ready,
-       string_agg(CASE WHEN sr.srsubstate <> 'r' THEN sr.srrelid::regclass::text || ':' || sr.srsubstate END, ', ') AS pending
+       string_agg(CASE WHEN sr.srsubstate <> 'r' THEN sr.srrelid::regclass::text || ':' || sr.srsubstate::text END, ', ') AS pending
   FROM pg_subscription s JOIN pg_subscription_rel sr ON sr.srsubid = s.oid
  WHERE s.subname = $1`
 

@@ -1,0 +1,468 @@
+/**
+ * `mmlite status`: collect what every node knows about the mesh and classify its health.
+ *
+ * Collect: every node concurrently, a dedicated short-lived NodeConn each (connect timeout =
+ * --timeout), and exactly ONE status query per node (built for its server version) returning
+ * everything about it as a publisher (its outbound slots, current WAL position) and as a
+ * subscriber (its inbound subscriptions, apply worker, error/conflict counters). An unreachable
+ * node is reported with the classified reason; collecting never throws for a node.
+ *
+ * Evaluate (pure, unit-tested): per directed link from→to, ok / warning / critical / paused with
+ * reasons; overall health = worst, `unknown` when no node could be reached.
+ */
+import type {Config, HealthThresholds} from '../config/config.js'
+import {NodeConn, classifyConnectError, type ConnectFailure} from '../db/node.js'
+import {describeTarget} from '../db/conninfo.js'
+import {redactText} from '../db/redact.js'
+import {MmliteError, ExitCode, errorMessage} from '../errors.js'
+import {Journal} from '../engine/journal.js'
+import {formatBytes, formatSeconds} from '../util/text.js'
+import {edgeName, publicationName} from './naming.js'
+import {edgeMechanism, type Mechanism} from './capabilities.js'
+
+// ------------------------------------------------------------------------------------ types
+
+export type Health = 'ok' | 'warning' | 'critical' | 'unknown'
+export type LinkState = 'ok' | 'warning' | 'critical' | 'paused'
+
+/** One slot of this cluster on a publisher, as read by the status query. */
+export interface SlotRow {
+  slot_name: string
+  active: boolean
+  /** PG 13+; null before */
+  wal_status: string | null
+  confirmed_flush_lsn: string | null
+  restart_lsn: string | null
+  /** pg_current_wal_lsn() - confirmed_flush_lsn; null on a standby or before the first confirmation */
+  lag_bytes: number | null
+  /** pg_current_wal_lsn() - restart_lsn: WAL the slot keeps on disk */
+  retained_bytes: number | null
+}
+
+/** One subscription of this cluster on a subscriber, as read by the status query. */
+export interface SubRow {
+  subname: string
+  enabled: boolean
+  /** apply (leader) worker pid; null when it does not run */
+  worker_pid: number | null
+  /** seconds since the apply worker last received anything from the publisher */
+  last_msg_age_s: number | null
+  latest_end_lsn: string | null
+  /** PG 15+ (pg_stat_subscription_stats); null before */
+  apply_error_count: number | null
+  sync_error_count: number | null
+  /** PG 18+: the confl_* counters of pg_stat_subscription_stats; null before */
+  conflicts: Record<string, number> | null
+}
+
+export interface NodeData {
+  in_recovery: boolean
+  current_lsn: string | null
+  publication: boolean
+  slots: SlotRow[]
+  subscriptions: SubRow[]
+}
+
+/** What collecting learned about one node. */
+export interface NodeProbe {
+  name: string
+  target: string
+  reachable: boolean
+  /** why it could not be reached (classified, redacted), or why the status query failed */
+  error?: string
+  errorKind?: ConnectFailure | 'query'
+  version: string | null
+  versionNum: number | null
+  /** present when the status query succeeded */
+  data?: NodeData
+}
+
+export interface UnfinishedOp {
+  key: string
+  command: string
+  startedAt: string
+  values?: Record<string, unknown>
+}
+
+export interface NodeStatus {
+  name: string
+  target: string
+  reachable: boolean
+  error?: string
+  version: string | null
+  versionNum: number | null
+}
+
+export interface LinkStatus {
+  from: string
+  to: string
+  mechanism: Mechanism | null
+  status: LinkState
+  reasons: string[]
+  subscription_enabled: boolean | null
+  worker_running: boolean | null
+  slot_active: boolean | null
+  wal_status: string | null
+  lag_bytes: number | null
+  retained_bytes: number | null
+  last_msg_age_s: number | null
+  apply_error_count: number | null
+  sync_error_count: number | null
+  conflicts?: Record<string, number>
+}
+
+export interface StatusResult {
+  cluster: string
+  health: Health
+  checkedAt: string
+  nodes: NodeStatus[]
+  links: LinkStatus[]
+  unfinished: Array<{key: string; command: string; startedAt: string}>
+}
+
+// ------------------------------------------------------------------------------------ SQL
+
+/** The one status query of a node, for its server version. $1 publication, $2 slot names, $3 subscription names. */
+export function statusSql(versionNum: number): string {
+  const walStatus = versionNum >= 130000 ? 's.wal_status' : 'NULL::text'
+  // PG 16+: parallel apply workers also have relid NULL; the leader has leader_pid NULL
+  const leaderOnly = versionNum >= 160000 ? ' AND st.leader_pid IS NULL' : ''
+  const hasStats = versionNum >= 150000
+  const statsJoin = hasStats ? '\n         LEFT JOIN pg_stat_subscription_stats ss ON ss.subid = s.oid' : ''
+  const errors = hasStats
+    ? `'apply_error_count', ss.apply_error_count, 'sync_error_count', ss.sync_error_count`
+    : `'apply_error_count', NULL, 'sync_error_count', NULL`
+  const conflicts =
+    versionNum >= 180000
+      ? `(SELECT json_object_agg(e.key, e.value) FROM jsonb_each(to_jsonb(ss)) e WHERE starts_with(e.key, 'confl_'))`
+      : 'NULL'
+  return `SELECT json_build_object(
+  'version', current_setting('server_version'),
+  'version_num', current_setting('server_version_num')::int,
+  'in_recovery', pg_is_in_recovery(),
+  'current_lsn', w.lsn::text,
+  'publication', EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1),
+  'slots', COALESCE((
+    SELECT json_agg(json_build_object(
+             'slot_name', s.slot_name, 'active', s.active, 'wal_status', ${walStatus},
+             'confirmed_flush_lsn', s.confirmed_flush_lsn::text, 'restart_lsn', s.restart_lsn::text,
+             'lag_bytes', pg_wal_lsn_diff(w.lsn, s.confirmed_flush_lsn)::bigint,
+             'retained_bytes', pg_wal_lsn_diff(w.lsn, s.restart_lsn)::bigint))
+      FROM pg_replication_slots s
+     WHERE s.slot_name = ANY($2::text[])), '[]'::json),
+  'subscriptions', COALESCE((
+    SELECT json_agg(json_build_object(
+             'subname', s.subname, 'enabled', s.subenabled, 'worker_pid', st.pid,
+             'last_msg_age_s', extract(epoch FROM clock_timestamp() - st.last_msg_receipt_time)::float8,
+             'latest_end_lsn', st.latest_end_lsn::text,
+             ${errors},
+             'conflicts', ${conflicts}))
+      FROM pg_subscription s
+           LEFT JOIN pg_stat_subscription st ON st.subid = s.oid AND st.relid IS NULL${leaderOnly}${statsJoin}
+     WHERE s.subname = ANY($3::text[])
+       AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())), '[]'::json)
+) AS status
+FROM (SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END AS lsn) w`
+}
+
+// ------------------------------------------------------------------------------------ collect
+
+export interface CollectOptions {
+  /** connect timeout per node (the status query gets the same budget again) */
+  timeoutMs: number
+  thresholds: HealthThresholds
+  /** aborting closes every connection at once (Ctrl-C in --watch) */
+  signal?: AbortSignal
+}
+
+/** Connect + one query on one node. Never throws. */
+export async function probeNode(cfg: Config, name: string, opts: {timeoutMs: number; signal?: AbortSignal}): Promise<NodeProbe> {
+  const node = cfg.nodes.find(n => n.name === name)
+  if (!node) throw new Error(`unknown node ${name}`)
+  const others = cfg.nodes.filter(n => n.name !== name).map(n => n.name)
+  const probe: NodeProbe = {name, target: describeTarget(node.conn), reachable: false, version: null, versionNum: null}
+  const conn = new NodeConn(node, {connectTimeoutMs: opts.timeoutMs, applicationName: 'mmlite status'})
+  const abort = () => void conn.close()
+  opts.signal?.addEventListener('abort', abort, {once: true})
+  let timer: NodeJS.Timeout | undefined
+  let timedOut = false
+  // connect (bounded by the driver's connect timeout) and query, both bounded by this deadline
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      timedOut = true
+      reject(Object.assign(new Error(`no answer within ${Math.round((2 * opts.timeoutMs) / 1000)} s`), {code: 'ETIMEDOUT'}))
+    }, 2 * opts.timeoutMs)
+  })
+  deadline.catch(() => {})
+  let stage: 'connect' | 'query' = 'connect'
+  try {
+    if (opts.signal?.aborted) throw new Error('interrupted')
+    await Promise.race([conn.connect(), deadline])
+    probe.reachable = true
+    probe.versionNum = conn.serverVersion
+    stage = 'query'
+    const row = await Promise.race([
+      conn.one<{status: RawStatus}>(statusSql(conn.serverVersion), [
+        publicationName(cfg.cluster),
+        others.map(o => edgeName(cfg.cluster, name, o)),
+        others.map(o => edgeName(cfg.cluster, o, name)),
+      ]),
+      deadline,
+    ])
+    const s = row!.status
+    probe.version = s.version.split(' ')[0]
+    probe.versionNum = s.version_num
+    probe.data = {
+      in_recovery: s.in_recovery,
+      current_lsn: s.current_lsn,
+      publication: s.publication,
+      slots: s.slots.map(x => ({...x, lag_bytes: num(x.lag_bytes), retained_bytes: num(x.retained_bytes)})),
+      subscriptions: s.subscriptions.map(x => ({
+        ...x,
+        last_msg_age_s: x.last_msg_age_s === null ? null : Math.max(0, Math.round(x.last_msg_age_s * 10) / 10),
+        apply_error_count: num(x.apply_error_count),
+        sync_error_count: num(x.sync_error_count),
+        conflicts: x.conflicts ? Object.fromEntries(Object.entries(x.conflicts).map(([k, v]) => [k, Number(v)])) : null,
+      })),
+    }
+  } catch (e) {
+    if (stage === 'connect') {
+      const {kind, message} = connectFailure(e, `node ${name} (${probe.target}): `)
+      probe.reachable = false
+      probe.errorKind = kind
+      probe.error = message
+    } else {
+      probe.errorKind = 'query'
+      probe.error = `status query failed: ${errorMessage(e).replace(`node ${name}: `, '')}`
+    }
+  } finally {
+    clearTimeout(timer)
+    opts.signal?.removeEventListener('abort', abort)
+    // never wait on a connection that stopped answering
+    const closing = conn.close()
+    if (!timedOut && !opts.signal?.aborted) await closing
+  }
+  return probe
+}
+
+interface RawStatus {
+  version: string
+  version_num: number
+  in_recovery: boolean
+  current_lsn: string | null
+  publication: boolean
+  slots: SlotRow[]
+  subscriptions: SubRow[]
+}
+
+function num(v: unknown): number | null {
+  return v === null || v === undefined ? null : Number(v)
+}
+
+/** The classified reason from NodeConn's connect error (an MmliteError with "failure: kind"), or from a raw error. */
+function connectFailure(e: unknown, prefix: string): {kind: ConnectFailure; message: string} {
+  if (e instanceof MmliteError) {
+    const d = e.details.find(x => x.startsWith('failure: '))
+    if (d) {
+      const msg = e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message
+      return {kind: d.slice('failure: '.length) as ConnectFailure, message: redactText(msg)}
+    }
+  }
+  return classifyConnectError(e)
+}
+
+/** Operations the journal says are unfinished (with their values, for paused subscriptions). */
+export function readUnfinished(cfg: Config): UnfinishedOp[] {
+  return Journal.open(cfg.file, cfg.cluster)
+    .unfinished()
+    .map(({key, op}) => ({key, command: op.command, startedAt: op.startedAt, values: op.values}))
+}
+
+/** Query every node concurrently and evaluate. Never throws for a node; a bad journal is a config error. */
+export async function collectStatus(cfg: Config, opts: CollectOptions): Promise<StatusResult> {
+  const unfinished = readUnfinished(cfg)
+  const probes = await Promise.all(cfg.nodes.map(n => probeNode(cfg, n.name, opts)))
+  return evaluate({
+    cluster: cfg.cluster,
+    probes,
+    thresholds: opts.thresholds,
+    unfinished,
+    checkedAt: new Date(),
+    edgeName: (from, to) => edgeName(cfg.cluster, from, to),
+  })
+}
+
+// ------------------------------------------------------------------------------------ evaluate (pure)
+
+export interface EvaluateInput {
+  cluster: string
+  /** one per configured node, in configuration order */
+  probes: NodeProbe[]
+  thresholds: HealthThresholds
+  unfinished: UnfinishedOp[]
+  checkedAt: Date
+  /** defaults to naming.ts edgeName */
+  edgeName?: (from: string, to: string) => string
+}
+
+/** Subscriptions an unfinished operation disabled on purpose: "node/subscription" → command. */
+export function pausedSubscriptions(unfinished: UnfinishedOp[]): Map<string, string> {
+  const out = new Map<string, string>()
+  for (const op of unfinished) {
+    const list = op.values?.pausedSubscriptions
+    if (!Array.isArray(list)) continue
+    for (const p of list as Array<{node?: unknown; subscription?: unknown}>) {
+      if (typeof p?.node === 'string' && typeof p.subscription === 'string') out.set(`${p.node}/${p.subscription}`, op.command)
+    }
+  }
+  return out
+}
+
+export const PAUSED_REASON = (command: string) => `paused by unfinished mmlite ${command} run; re-run it to finish`
+
+/** Reasons implied by a pause (the subscription was disabled on purpose): not repeated when paused. */
+const PAUSE_IMPLIED = new Set(['subscription disabled', 'apply worker not running', 'slot inactive'])
+
+export interface LinkInput {
+  from: NodeProbe
+  to: NodeProbe
+  slot: SlotRow | undefined
+  sub: SubRow | undefined
+  thresholds: HealthThresholds
+  /** the command of the unfinished run that paused this link's subscription */
+  pausedBy?: string
+}
+
+/** Health of one directed link from its two ends. Pure. */
+export function classifyLink(i: LinkInput): LinkStatus {
+  const critical: string[] = []
+  const warning: string[] = []
+  const {from, to, slot, sub, thresholds: th} = i
+  const fromOk = Boolean(from.data)
+  const toOk = Boolean(to.data)
+  const down = (p: NodeProbe) => (p.reachable ? `cannot read status of ${p.name} (${p.error ?? 'query failed'})` : `${p.name} unreachable`)
+
+  if (!fromOk) critical.push(down(from))
+  else {
+    if (!from.data!.publication) critical.push(`publication missing on ${from.name}`)
+    if (!slot) critical.push(`slot missing on ${from.name}`)
+    else {
+      if (!slot.active) critical.push('slot inactive')
+      if (slot.wal_status === 'lost') critical.push('slot lost (required WAL was removed): the link must be rebuilt')
+      else if (slot.wal_status === 'unreserved') warning.push('slot wal_status unreserved (WAL about to be removed)')
+      if (slot.lag_bytes !== null && slot.lag_bytes > th.lagWarningBytes)
+        warning.push(`lag ${formatBytes(slot.lag_bytes)} > ${formatBytes(th.lagWarningBytes)}`)
+    }
+  }
+  if (!toOk) critical.push(down(to))
+  else if (!sub) critical.push(`subscription missing on ${to.name}`)
+  else {
+    if (!sub.enabled) critical.push('subscription disabled')
+    if (sub.worker_pid === null) critical.push('apply worker not running')
+    else if (sub.last_msg_age_s !== null && sub.last_msg_age_s > th.lagWarningSeconds)
+      warning.push(`last message ${formatSeconds(sub.last_msg_age_s)} ago > ${formatSeconds(th.lagWarningSeconds)}`)
+    if ((sub.apply_error_count ?? 0) > 0) warning.push(`${sub.apply_error_count} apply error(s) since stats reset`)
+    if ((sub.sync_error_count ?? 0) > 0) warning.push(`${sub.sync_error_count} table sync error(s) since stats reset`)
+  }
+
+  let status: LinkState
+  let reasons: string[]
+  if (i.pausedBy !== undefined) {
+    status = 'paused'
+    reasons = [PAUSED_REASON(i.pausedBy), ...critical.filter(r => !PAUSE_IMPLIED.has(r)), ...warning]
+  } else {
+    status = critical.length ? 'critical' : warning.length ? 'warning' : 'ok'
+    reasons = [...critical, ...warning]
+  }
+  const link: LinkStatus = {
+    from: from.name,
+    to: to.name,
+    mechanism: from.versionNum && to.versionNum ? edgeMechanism(from.versionNum, to.versionNum) : null,
+    status,
+    reasons,
+    subscription_enabled: sub ? sub.enabled : null,
+    worker_running: sub ? sub.worker_pid !== null : null,
+    slot_active: slot ? slot.active : null,
+    wal_status: slot?.wal_status ?? null,
+    lag_bytes: slot?.lag_bytes ?? null,
+    retained_bytes: slot?.retained_bytes ?? null,
+    last_msg_age_s: sub?.last_msg_age_s ?? null,
+    apply_error_count: sub?.apply_error_count ?? null,
+    sync_error_count: sub?.sync_error_count ?? null,
+  }
+  if (sub?.conflicts) link.conflicts = sub.conflicts
+  return link
+}
+
+const RANK: Record<Health, number> = {ok: 0, warning: 1, critical: 2, unknown: 3}
+
+export function linkLevel(s: LinkState): Exclude<Health, 'unknown'> {
+  return s === 'paused' ? 'critical' : s
+}
+
+/** Worst of nodes and links; `unknown` when no node at all could be reached. */
+export function overallHealth(probes: NodeProbe[], links: LinkStatus[]): Health {
+  if (probes.length === 0 || !probes.some(p => p.reachable)) return 'unknown'
+  let h: Health = 'ok'
+  const worse = (x: Health) => {
+    if (RANK[x] > RANK[h]) h = x
+  }
+  for (const p of probes) if (!p.reachable || !p.data) worse('critical')
+  for (const l of links) worse(linkLevel(l.status))
+  return h
+}
+
+/** Monitoring convention (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown. */
+export function exitCodeFor(h: Health): ExitCode {
+  switch (h) {
+    case 'ok':
+      return ExitCode.Ok
+    case 'warning':
+      return ExitCode.Warning
+    case 'critical':
+      return ExitCode.Failed
+    default:
+      return ExitCode.Unknown
+  }
+}
+
+/** Build the result from the probes. Pure. */
+export function evaluate(input: EvaluateInput): StatusResult {
+  const name = input.edgeName ?? ((f: string, t: string) => edgeName(input.cluster, f, t))
+  const paused = pausedSubscriptions(input.unfinished)
+  const links: LinkStatus[] = []
+  for (const from of input.probes)
+    for (const to of input.probes) {
+      if (from.name === to.name) continue
+      const edge = name(from.name, to.name)
+      links.push(
+        classifyLink({
+          from,
+          to,
+          slot: from.data?.slots.find(s => s.slot_name === edge),
+          sub: to.data?.subscriptions.find(s => s.subname === edge),
+          thresholds: input.thresholds,
+          pausedBy: paused.get(`${to.name}/${edge}`),
+        }),
+      )
+    }
+  const nodes: NodeStatus[] = input.probes.map(p => {
+    const n: NodeStatus = {
+      name: p.name,
+      target: p.target,
+      reachable: p.reachable,
+      ...(p.error ? {error: p.error} : {}),
+      version: p.version,
+      versionNum: p.versionNum,
+    }
+    return n
+  })
+  return {
+    cluster: input.cluster,
+    health: overallHealth(input.probes, links),
+    checkedAt: input.checkedAt.toISOString(),
+    nodes,
+    links,
+    unfinished: input.unfinished.map(u => ({key: u.key, command: u.command, startedAt: u.startedAt})),
+  }
+}

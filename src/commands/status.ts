@@ -1,0 +1,125 @@
+import {Flags} from '@oclif/core'
+import {MmliteCommand} from './base.js'
+import {collectStatus, exitCodeFor, type CollectOptions, type StatusResult} from '../cluster/status.js'
+import {renderStatus} from '../ui/status-view.js'
+import {MmliteError, ExitCode} from '../errors.js'
+import {redactText} from '../db/redact.js'
+
+const DEFAULT_WATCH_S = 2
+
+const seconds = Flags.custom<number>({
+  parse: async input => {
+    const v = Number(input)
+    if (!Number.isFinite(v) || v <= 0) throw new MmliteError(`expected a positive number of seconds, got "${input}"`, {code: ExitCode.Config})
+    return v
+  },
+})
+
+/** oclif has no optional flag values: `--watch` alone (or followed by another flag) means `--watch=2`. */
+export function normalizeWatchArg(argv: string[]): string[] {
+  const out: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]
+    if (a === '--') {
+      out.push(...argv.slice(i))
+      break
+    }
+    if (a === '--watch' && !/^\d+(\.\d+)?$/.test(argv[i + 1] ?? '')) out.push(`--watch=${DEFAULT_WATCH_S}`)
+    else out.push(a)
+  }
+  return out
+}
+
+export default class Status extends MmliteCommand {
+  static override summary = 'Show the health of every node and every replication link.'
+
+  static override description = `Queries all nodes concurrently (one query per node) and classifies each directed link from→to:
+critical when an end is unreachable, the subscription is missing/disabled, its apply worker is not running, or the slot is missing/inactive/lost;
+warning when lag or the age of the last message exceeds the thresholds (health: in mmlite.yaml, or the flags), the slot's WAL is unreserved, or apply errors were counted;
+paused when an unfinished mmlite run disabled it on purpose.
+
+Exit code (monitoring convention): 0 ok, 1 warning, 2 critical, 3 unknown (no node reachable); 10 for a configuration error.`
+
+  static override examples = [
+    '<%= config.bin %> status',
+    '<%= config.bin %> status --json',
+    '<%= config.bin %> status --matrix --watch',
+    '<%= config.bin %> status --timeout 2 --lag-warning-bytes 1048576',
+  ]
+
+  static override flags = {
+    timeout: Flags.integer({summary: 'Connect timeout per node, in seconds.', default: 5, min: 1}),
+    'lag-warning-bytes': Flags.integer({summary: 'Warn above this lag in bytes (default: health.lag_warning_bytes, 10 MB).', min: 0}),
+    'lag-warning-seconds': Flags.integer({summary: 'Warn when the last message is older (default: health.lag_warning_seconds, 60).', min: 0}),
+    matrix: Flags.boolean({summary: 'Show the lag matrix (rows: from, columns: to) instead of the links table (automatic above 4 nodes).'}),
+    watch: seconds({summary: `Refresh every SECONDS (default ${DEFAULT_WATCH_S}) until Ctrl-C.`, helpValue: '[SECONDS]'}),
+  }
+
+  async run(): Promise<StatusResult | undefined> {
+    this.argv = normalizeWatchArg(this.argv)
+    const {flags} = await this.parse(Status)
+    const cfg = this.loadConfig(flags.config)
+    const opts: CollectOptions = {
+      timeoutMs: flags.timeout * 1000,
+      thresholds: {
+        lagWarningBytes: flags['lag-warning-bytes'] ?? cfg.health.lagWarningBytes,
+        lagWarningSeconds: flags['lag-warning-seconds'] ?? cfg.health.lagWarningSeconds,
+      },
+    }
+    if (flags.watch === undefined) {
+      const r = await collectStatus(cfg, opts)
+      if (!this.jsonEnabled()) for (const l of renderStatus(r, {matrix: flags.matrix})) this.out(l)
+      process.exitCode = exitCodeFor(r.health)
+      return r
+    }
+    return this.watch(cfg, opts, flags.watch, flags.matrix)
+  }
+
+  /** Re-query every `intervalS` until Ctrl-C; the exit code is the last completed refresh's. */
+  private async watch(cfg: Parameters<typeof collectStatus>[0], opts: CollectOptions, intervalS: number, matrix: boolean): Promise<undefined> {
+    const tty = Boolean(process.stdout.isTTY) && !this.jsonEnabled()
+    const ac = new AbortController()
+    let stopped = false
+    let wake = () => {}
+    const onSigint = () => {
+      stopped = true
+      ac.abort() // closes the connections of a refresh in flight
+      wake()
+    }
+    process.on('SIGINT', onSigint)
+    process.on('SIGTERM', onSigint)
+    let last: StatusResult | undefined
+    try {
+      while (!stopped) {
+        const r = await collectStatus(cfg, {...opts, signal: ac.signal})
+        if (stopped) break // interrupted mid-refresh: keep the last complete one
+        last = r
+        process.exitCode = exitCodeFor(r.health)
+        if (this.jsonEnabled()) process.stdout.write(redactText(JSON.stringify(r)) + '\n')
+        else {
+          const lines = renderStatus(r, {matrix})
+          if (tty) {
+            lines.push('', `refreshing every ${intervalS}s; Ctrl-C to stop`)
+            process.stdout.write('\x1b[H\x1b[2J' + redactText(lines.join('\n')) + '\n')
+          } else {
+            for (const l of lines) this.out(l)
+            this.out()
+          }
+        }
+        await new Promise<void>(resolve => {
+          const t = setTimeout(resolve, intervalS * 1000)
+          wake = () => {
+            clearTimeout(t)
+            resolve()
+          }
+        })
+      }
+    } finally {
+      process.removeListener('SIGINT', onSigint)
+      process.removeListener('SIGTERM', onSigint)
+    }
+    process.exitCode = last ? exitCodeFor(last.health) : ExitCode.Unknown
+    // JSON documents were printed one per refresh (NDJSON); nothing more to print
+    return undefined
+  }
+}
