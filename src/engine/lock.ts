@@ -12,13 +12,23 @@ import {MmliteError, ExitCode} from '../errors.js'
 export class ClusterLock {
   private constructor(private readonly sessions: pg.Client[]) {}
 
-  static async acquire(cluster: Cluster, command: string, nodes = cluster.names): Promise<ClusterLock> {
+  /**
+   * With skipUnreachable, nodes that cannot be reached are left out (the caller's preflight
+   * reports them and refuses to go on); otherwise they fail the acquisition.
+   */
+  static async acquire(cluster: Cluster, command: string, nodes = cluster.names, opts: {skipUnreachable?: boolean} = {}): Promise<ClusterLock> {
     const key = lockKey(cluster.cfg.cluster).toString()
     const held: pg.Client[] = []
     const refusals: string[] = []
     await Promise.all(
       nodes.map(async n => {
-        const s = await cluster.node(n).newSession(`mmlite ${command}`.slice(0, 63))
+        let s: pg.Client
+        try {
+          s = await cluster.node(n).newSession(`mmlite ${command}`.slice(0, 63))
+        } catch (e) {
+          if (opts.skipUnreachable && e instanceof MmliteError && e.code === ExitCode.Unreachable) return
+          throw e
+        }
         const r = await s.query<{ok: boolean}>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [key])
         if (r.rows[0].ok) {
           held.push(s)
@@ -28,7 +38,7 @@ export class ClusterLock {
           `SELECT a.pid, a.application_name, a.backend_start
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
             WHERE l.locktype = 'advisory' AND l.granted
-              AND ((l.classid::bigint << 32) | l.objid::bigint) = ($1::bigint & x'FFFFFFFFFFFFFFFF'::bigint)
+              AND l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = $1::bigint
             LIMIT 1`,
           [key],
         ).catch(() => ({rows: []}))

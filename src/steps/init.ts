@@ -157,7 +157,7 @@ export async function runInit(cfg: Config, opts: InitOptions): Promise<InitResul
       throw new MmliteError(`a mesh needs at least two nodes; ${cfg.file} lists ${cfg.nodes.length}`, {code: ExitCode.Config})
     }
     const journal = Journal.open(cfg.file, cfg.cluster)
-    if (!opts.dryRun) lock = await ClusterLock.acquire(cluster, 'init')
+    if (!opts.dryRun) lock = await ClusterLock.acquire(cluster, 'init', cluster.names, {skipUnreachable: true})
 
     let pf = await preflight(cfg, cluster)
     const fixedSettings: Array<{node: string; sql: string}> = []
