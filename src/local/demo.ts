@@ -8,7 +8,7 @@
  *   demo-state.json     every server of this demo (LocalServer.info()), recorded before it is
  *                       started (`starting: true`, predicted paths) and again once it runs,
  *                       so a killed demo can always be cleaned up by the next one
- *   node1/ .. nodeN/    the servers (LocalServer layout)
+ *   run-<id>/node1/ ..  the servers (LocalServer layout); <id> is unique per run
  *
  * Servers are started with `keepAlive: true` (LocalServer does not stop them at exit); this
  * module stops them itself: teardown() after the demo, teardownSync() from signal/exit hooks,
@@ -18,7 +18,7 @@
  */
 import {createHash} from 'node:crypto'
 import {existsSync, readFileSync, rmSync} from 'node:fs'
-import {lstat, mkdir, rm} from 'node:fs/promises'
+import {chmod, lstat, mkdir, rm} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import {LocalServer, type PgMajor, type ServerInfo} from './server.js'
@@ -184,7 +184,11 @@ export async function cleanupLeftovers(dir: string, opts: {force?: boolean} = {}
       const s = LocalServer.attach(r)
       const wasRunning = s.running
       try {
-        await s.stop('immediate')
+        // A demo killed during initdb leaves initdb running (its single-user backend holds the data
+        // dir, pg_ctl cannot stop it): let it finish. Server dirs are never reused by a later run, so
+        // removing them, even under an initdb that is still at work, cannot hit a newer demo.
+        const stillInitdb = await waitForInitdb(r.dataDir)
+        if (!stillInitdb) await s.stop('immediate')
         await s.destroy()
         if (wasRunning || !r.starting) stopped.push(r)
       } catch (e) {
@@ -202,6 +206,34 @@ export async function cleanupLeftovers(dir: string, opts: {force?: boolean} = {}
   await rm(dir, {recursive: true, force: true})
   stopped.sort((a, b) => a.name.localeCompare(b.name, 'en', {numeric: true}))
   return {state, stopped}
+}
+
+/** pid of a live single-user backend (initdb's) holding `dataDir`, if any. */
+function singleUserPid(dataDir: string): number | undefined {
+  let first: string
+  try {
+    first = readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0].trim()
+  } catch {
+    return undefined
+  }
+  const pid = Number(first)
+  if (!Number.isInteger(pid) || pid >= 0) return undefined
+  try {
+    process.kill(-pid, 0)
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return undefined
+  }
+  return -pid
+}
+
+/** Wait (bounded) until no initdb works on `dataDir`; true if one still does. */
+async function waitForInitdb(dataDir: string, timeoutMs = 60_000): Promise<boolean> {
+  try {
+    await pollUntil(async () => singleUserPid(dataDir) === undefined, {timeoutMs, what: `initdb on ${dataDir}`, maxIntervalMs: 200})
+    return false
+  } catch {
+    return true
+  }
 }
 
 // ---------------------------------------------------------------------------- one demo run
@@ -232,6 +264,8 @@ export const CHECKSUM_SQL = `SELECT (SELECT count(*) FROM public.customers)::int
 export class DemoRun {
   /** started (or being started) servers, by node name */
   readonly servers = new Map<string, LocalServer>()
+  /** parent of this run's server dirs: unique per run, so nothing left by a killed run can touch them */
+  readonly serversDir: string
   private state: DemoState
   private saving: Promise<void> = Promise.resolve()
   private cluster?: Cluster
@@ -243,6 +277,7 @@ export class DemoRun {
     readonly major: DemoMajor,
     readonly nodeCount: number,
   ) {
+    this.serversDir = path.join(dir, `run-${Date.now().toString(36)}-${process.pid}`)
     this.state = {
       version: 1,
       pid: process.pid,
@@ -268,8 +303,12 @@ export class DemoRun {
 
   /** Create the (fresh) demo directory and the state file. Call cleanupLeftovers first. */
   async prepare(): Promise<void> {
+    // readable by all (not writable): when we are root, the servers run as `postgres` and must reach their dirs
     await mkdir(this.dir, {mode: 0o755})
     await checkOwnDir(this.dir)
+    await chmod(this.dir, 0o755)
+    await mkdir(this.serversDir, {mode: 0o755})
+    await chmod(this.serversDir, 0o755)
     await this.saveState()
   }
 
@@ -280,7 +319,7 @@ export class DemoRun {
   }
 
   private predicted(name: string): DemoServerRecord {
-    const serverDir = path.join(this.dir, name)
+    const serverDir = path.join(this.serversDir, name)
     return {
       major: this.major,
       name,
@@ -307,7 +346,7 @@ export class DemoRun {
     await this.saveState()
     const results = await Promise.allSettled(
       this.names.map(async name => {
-        const s = await LocalServer.start({major: this.major, baseDir: this.dir, name, keepAlive: true})
+        const s = await LocalServer.start({major: this.major, baseDir: this.serversDir, name, keepAlive: true})
         this.servers.set(name, s)
         await this.record(s.info())
         onStarted?.(s)
