@@ -22,16 +22,19 @@ export interface DemoResult {
   rows: {perNode: NodeRows[]; converged: true}
   kept: boolean
   config: string
-  /** servers of an earlier (kept or killed) demo that were stopped first */
-  leftovers: Array<{name: string; port: number}>
+  /** servers of an earlier (kept or killed) demo that were stopped first (port null: it was still starting) */
+  leftovers: Array<{name: string; port: number | null}>
 }
 
 export interface DemoStopResult {
-  stopped: Array<{name: string; port: number}>
+  stopped: Array<{name: string; port: number | null}>
   dir: string
 }
 
 const CONVERGE_TIMEOUT_MS = 120_000
+
+const describe = (list: Array<{name: string; port: number | null}>) =>
+  list.map(s => `${s.name} (${s.port ? `port ${s.port}` : 'was still starting'})`).join(', ')
 
 export default class Demo extends MmliteCommand {
   static override summary = 'Start a throw-away local cluster, build the mesh, write on every node at once and watch it converge.'
@@ -60,19 +63,17 @@ Everything lives in <tmpdir>/mmlite-demo-<uid>; servers left there by an earlier
 
     if (flags.stop) {
       const {stopped} = await cleanupLeftovers(dir, {force: true})
-      const list = stopped.map(s => ({name: s.name, port: s.port}))
+      const list = stopped.map(s => ({name: s.name, port: s.port || null}))
       if (list.length === 0) this.out(`No demo servers in ${dir}: nothing to stop.`)
-      else this.out(`Stopped and removed ${list.length} demo server(s): ${list.map(s => `${s.name} (port ${s.port})`).join(', ')}.`)
+      else this.out(`Stopped and removed ${list.length} demo server(s): ${describe(list)}; removed ${dir}.`)
       return {stopped: list, dir}
     }
 
     const major = Number(flags.pg) as DemoMajor
     const t0 = Date.now()
     const left = await cleanupLeftovers(dir)
-    const leftovers = left.stopped.map(s => ({name: s.name, port: s.port}))
-    if (leftovers.length) {
-      this.out(`Stopped ${leftovers.length} server(s) left by an earlier demo: ${leftovers.map(s => `${s.name} (port ${s.port})`).join(', ')}; removed ${dir}.`)
-    }
+    const leftovers = left.stopped.map(s => ({name: s.name, port: s.port || null}))
+    if (leftovers.length) this.out(`Stopped ${leftovers.length} server(s) left by an earlier demo: ${describe(leftovers)}; removed ${dir}.`)
 
     const demo = new DemoRun(dir, major, flags.nodes)
     let interrupted = false
