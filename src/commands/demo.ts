@@ -1,6 +1,6 @@
 import {Errors, Flags} from '@oclif/core'
 import chalk from 'chalk'
-import {MmliteCommand} from './base.js'
+import {MmliteCommand} from '../ui/base-command.js'
 import {runInit} from '../steps/init.js'
 import {
   DEFAULT_WORKLOAD,
@@ -14,7 +14,7 @@ import {
   type DemoMajor,
   type NodeRows,
 } from '../local/demo.js'
-import {errorMessage} from '../errors.js'
+import {MmliteError, ExitCode, errorMessage} from '../errors.js'
 
 export interface DemoResult {
   cluster: string
@@ -53,7 +53,7 @@ Everything lives in <tmpdir>/mmlite-demo-<uid>; servers left there by an earlier
     nodes: Flags.integer({summary: `Number of servers (${MIN_NODES}..${MAX_NODES}).`, default: 3, min: MIN_NODES, max: MAX_NODES}),
     pg: Flags.string({summary: 'PostgreSQL major version of the servers.', options: DEMO_MAJORS.map(String), default: '18'}),
     keep: Flags.boolean({summary: 'Leave the servers running (stop them later with `mmlite demo --stop`).', default: false}),
-    stop: Flags.boolean({summary: 'Stop and remove the servers of a kept demo, then exit.', default: false, exclusive: ['keep']}),
+    stop: Flags.boolean({summary: 'Stop and remove the servers of a kept demo, then exit.', default: false}),
   }
 
   async run(): Promise<DemoResult | DemoStopResult> {
@@ -61,6 +61,9 @@ Everything lives in <tmpdir>/mmlite-demo-<uid>; servers left there by an earlier
     const dir = demoDir()
     const bin = this.config.bin
 
+    if (flags.stop && flags.keep) {
+      throw new MmliteError('--stop and --keep cannot be used together', {code: ExitCode.Config, suggestions: ['`mmlite demo --stop` stops a kept demo; `mmlite demo --keep` starts one.']})
+    }
     if (flags.stop) {
       const {stopped} = await cleanupLeftovers(dir, {force: true})
       const list = stopped.map(s => ({name: s.name, port: s.port || null}))

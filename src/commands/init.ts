@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 import {existsSync} from 'node:fs'
-import {MmliteCommand} from './base.js'
+import {MmliteCommand} from '../ui/base-command.js'
 import {runInit, type InitResult} from '../steps/init.js'
 import {runWizard} from '../ui/wizard.js'
 import {canPrompt} from '../ui/prompts.js'

@@ -1,5 +1,5 @@
 import {Flags} from '@oclif/core'
-import {MmliteCommand} from './base.js'
+import {MmliteCommand} from '../ui/base-command.js'
 import {collectStatus, exitCodeFor, type CollectOptions, type StatusResult} from '../cluster/status.js'
 import {renderStatus} from '../ui/status-view.js'
 import {MmliteError, ExitCode} from '../errors.js'

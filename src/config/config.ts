@@ -85,7 +85,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   if (doc.errors.length > 0) {
     fail(
       doc.errors.map(e => {
-        const pos = e.linePos?.[0]
+        const pos = e.linePos?.[0] ?? lc.linePos(e.pos[0])
         return `${pos ? `${file}:${pos.line}:${pos.col}` : file}: YAML syntax error: ${e.message.split('\n')[0]}`
       }),
     )

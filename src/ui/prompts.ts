@@ -2,7 +2,6 @@
  * The prompts seam: commands ask through this object only, so tests can replace its
  * members (see test/unit/prompts.test.ts) and nothing prompts without a TTY.
  */
-import {checkbox, confirm, input, select} from '@inquirer/prompts'
 
 export interface Prompts {
   confirm(opts: {message: string; default?: boolean}): Promise<boolean>
@@ -11,11 +10,14 @@ export interface Prompts {
   select<T extends string>(opts: {message: string; choices: {name: string; value: T}[]}): Promise<T>
 }
 
+// loaded on first use: commands that never ask (status) do not pay for it at start-up
+const inquirer = () => import('@inquirer/prompts')
+
 export const prompts: Prompts = {
-  confirm: o => confirm(o),
-  input: o => input(o),
-  checkbox: o => checkbox(o),
-  select: o => select(o),
+  confirm: async o => (await inquirer()).confirm(o),
+  input: async o => (await inquirer()).input(o),
+  checkbox: async o => (await inquirer()).checkbox(o),
+  select: async o => (await inquirer()).select(o),
 }
 
 /** Whether we may prompt: both stdin and stdout are terminals. */

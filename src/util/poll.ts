@@ -9,7 +9,7 @@ export async function pollUntil(
 ): Promise<void> {
   const deadline = Date.now() + opts.timeoutMs
   let interval = opts.minIntervalMs ?? 50
-  const max = opts.maxIntervalMs ?? 500
+  const max = opts.maxIntervalMs ?? 200
   for (;;) {
     if (await cond()) return
     if (Date.now() >= deadline) {

@@ -1,7 +1,7 @@
 /**
  * `mmlite status` end to end: two real PostgreSQL 16 servers, a two-way mesh built by hand
  * (publication, pgoutput slots, `origin = none` subscriptions named by edgeName), and the real
- * CLI run as a child process (`node bin/dev.js status ...`).
+ * CLI run as a child process (compiled `bin/run.js status ...`).
  *
  * Checks: healthy → JSON shape + exit 0; the mesh it reports really replicates; an unfinished
  * journal entry that paused a subscription → `paused`, exit 2; a stopped server → unreachable,
@@ -9,19 +9,16 @@
  * the DSNs never appears in any output.
  */
 import assert from 'node:assert/strict'
-import {spawn} from 'node:child_process'
-import {existsSync, readFileSync} from 'node:fs'
 import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import {fileURLToPath} from 'node:url'
 import pg from 'pg'
 
 import {LocalServer, stopAllStarted} from '../../src/local/server.js'
 import {edgeName} from '../../src/cluster/naming.js'
 import type {StatusResult} from '../../src/cluster/status.js'
+import {runCli} from '../helpers/cluster.js'
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 const CLUSTER = 'itest'
 const SECRET = 's3cr3t'
 
@@ -32,25 +29,10 @@ interface CliRun {
   ms: number
 }
 
-function cli(args: string[]): Promise<CliRun> {
+async function cli(args: string[]): Promise<CliRun> {
   const t0 = Date.now()
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'dev.js'), ...args], {
-      cwd: ROOT,
-      env: {...process.env, NO_COLOR: '1', FORCE_COLOR: '0'},
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
-    child.on('error', reject)
-    child.on('close', code => {
-      clearTimeout(timer)
-      resolve({code, stdout, stderr, ms: Date.now() - t0})
-    })
-  })
+  const r = await runCli(args, {env: {NO_COLOR: '1', FORCE_COLOR: '0'}, timeoutMs: 60_000})
+  return {code: r.code, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - t0}
 }
 
 function parse(r: CliRun): StatusResult {
@@ -95,10 +77,6 @@ describe('mmlite status (real PostgreSQL 16 mesh, real CLI)', function () {
   let last: CliRun | undefined
 
   before(async () => {
-    const manifest = path.join(ROOT, 'oclif.manifest.json')
-    if (existsSync(manifest) && !(JSON.parse(readFileSync(manifest, 'utf8')) as {commands?: Record<string, unknown>}).commands?.status) {
-      throw new Error(`${manifest} is stale (it has no "status" command) and oclif reads it even through bin/dev.js: run \`npm run build\` or delete it`)
-    }
     ;[n1, n2] = await Promise.all([LocalServer.start({major: 16, name: 'n1'}), LocalServer.start({major: 16, name: 'n2'})])
     const nodes = [
       {name: 'n1', server: n1},

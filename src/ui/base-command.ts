@@ -8,7 +8,7 @@ import {Command, Errors, Flags} from '@oclif/core'
 import chalk from 'chalk'
 import {MmliteError, ExitCode, errorMessage} from '../errors.js'
 import {loadConfig, resolveConfigPath, type Config} from '../config/config.js'
-import {canPrompt, prompts, type Prompts} from '../ui/prompts.js'
+import {canPrompt, prompts, type Prompts} from './prompts.js'
 import type {RenderMode} from '../engine/runner.js'
 import type {StepReport} from '../engine/types.js'
 import {redactText} from '../db/redact.js'
@@ -89,7 +89,8 @@ export abstract class MmliteCommand extends Command {
     if (err instanceof Errors.ExitError) throw err
     let e: MmliteError
     if (err instanceof MmliteError) e = err
-    else if (err instanceof Errors.CLIError && err.oclif?.exit !== undefined && /flag|argument|Unexpected|Missing|Expected/i.test(err.message)) {
+    else if (err instanceof Errors.CLIError) {
+      // oclif's own errors are usage errors (unknown/missing/exclusive flags, bad values)
       e = new MmliteError(err.message, {code: ExitCode.Config, suggestions: [`See \`mmlite ${this.id} --help\`.`]})
     } else {
       // not an expected failure: keep the stack for bug reports, but never a password
