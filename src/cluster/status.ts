@@ -7,6 +7,13 @@
  * subscriber (its inbound subscriptions, apply worker, error/conflict counters). An unreachable
  * node is reported with the classified reason; collecting never throws for a node.
  *
+ * Stuck links: a link whose subscription looks like it fails to apply (disabled by
+ * disable_on_error after errors, apply worker not running, apply errors counted) gets a second,
+ * read-only look (cluster/link-probe.ts): the transaction it would apply next is decoded from a
+ * temporary copy of the publisher's slot and watched for a moment; when applying it fails, the
+ * link is stuck (critical) with that transaction's final LSN and, when the subscriber's log is
+ * readable over SQL, the error. Healthy links cost nothing more than the one query.
+ *
  * Evaluate (pure, unit-tested): per directed link from→to, ok / warning / critical / paused with
  * reasons; overall health = worst, `unknown` when no node could be reached.
  */
@@ -19,6 +26,8 @@ import {Journal} from '../engine/journal.js'
 import {formatBytes, formatSeconds} from '../util/text.js'
 import {edgeName, publicationName} from './naming.js'
 import {edgeMechanism, type Mechanism} from './capabilities.js'
+import {Cluster} from './cluster.js'
+import {lastApplyError, observeLink} from './link-probe.js'
 
 // ------------------------------------------------------------------------------------ types
 
@@ -53,6 +62,24 @@ export interface SubRow {
   sync_error_count: number | null
   /** PG 18+: the confl_* counters of pg_stat_subscription_stats; null before */
   conflicts: Record<string, number> | null
+  /** pg_subscription oid */
+  oid?: number
+  /** PG 15+: subdisableonerr; null before */
+  disable_on_error?: boolean | null
+  /** origin progress: end LSN of the last applied remote commit; null before the first */
+  origin_lsn?: string | null
+}
+
+/** The transaction a stuck link fails to apply (see cluster/link-probe.ts). */
+export interface StuckInfo {
+  xid: number
+  /** what `mmlite skip-tx` / ALTER SUBSCRIPTION ... SKIP (lsn = ...) would skip */
+  final_lsn: string
+  commit_time: string
+  /** why the link counts as stuck (errors counted, worker restarting, disabled by disable_on_error) */
+  evidence: string
+  /** the subscriber's logged error, when its log is readable over SQL */
+  error: string | null
 }
 
 export interface NodeData {
@@ -109,6 +136,8 @@ export interface LinkStatus {
   apply_error_count: number | null
   sync_error_count: number | null
   conflicts?: Record<string, number>
+  /** present when the link is stuck on a transaction that fails to apply */
+  stuck?: StuckInfo
 }
 
 export interface StatusResult {
@@ -155,6 +184,8 @@ export function statusSql(versionNum: number): string {
              'subname', s.subname, 'enabled', s.subenabled, 'worker_pid', st.pid,
              'last_msg_age_s', extract(epoch FROM clock_timestamp() - st.last_msg_receipt_time)::float8,
              'latest_end_lsn', st.latest_end_lsn::text,
+             'oid', s.oid, 'disable_on_error', ${hasStats ? 's.subdisableonerr' : 'NULL'},
+             'origin_lsn', (SELECT NULLIF(o.remote_lsn, '0/0')::text FROM pg_replication_origin_status o WHERE o.external_id = 'pg_' || s.oid),
              ${errors},
              'conflicts', ${conflicts}))
       FROM pg_subscription s
@@ -223,6 +254,7 @@ export async function probeNode(cfg: Config, name: string, opts: {timeoutMs: num
         apply_error_count: num(x.apply_error_count),
         sync_error_count: num(x.sync_error_count),
         conflicts: x.conflicts ? Object.fromEntries(Object.entries(x.conflicts).map(([k, v]) => [k, Number(v)])) : null,
+        ...(x.oid === undefined ? {} : {oid: Number(x.oid)}),
       })),
     }
   } catch (e) {
@@ -282,6 +314,7 @@ export function readUnfinished(cfg: Config): UnfinishedOp[] {
 export async function collectStatus(cfg: Config, opts: CollectOptions): Promise<StatusResult> {
   const unfinished = readUnfinished(cfg)
   const probes = await Promise.all(cfg.nodes.map(n => probeNode(cfg, n.name, opts)))
+  const stuck = await probeStuck(cfg, probes, unfinished, opts)
   return evaluate({
     cluster: cfg.cluster,
     probes,
@@ -289,7 +322,56 @@ export async function collectStatus(cfg: Config, opts: CollectOptions): Promise<
     unfinished,
     checkedAt: new Date(),
     edgeName: (from, to) => edgeName(cfg.cluster, from, to),
+    stuck,
   })
+}
+
+/** How long status watches a suspect link for a failure. */
+export const STUCK_WINDOW_MS = 1500
+
+/** A link worth the second look: its subscription may be failing to apply. Pure. */
+export function stuckSuspect(sub: SubRow | undefined, pausedBy?: string): boolean {
+  if (!sub || pausedBy !== undefined) return false
+  if (!sub.enabled) return Boolean(sub.disable_on_error) && (sub.apply_error_count ?? 0) > 0
+  return sub.worker_pid === null || (sub.apply_error_count ?? 0) > 0
+}
+
+export const linkKey = (from: string, to: string) => `${from}\u0000${to}`
+
+/** Decode and watch the suspect links (both ends answered); never throws. */
+async function probeStuck(cfg: Config, probes: NodeProbe[], unfinished: UnfinishedOp[], opts: CollectOptions): Promise<Map<string, StuckInfo>> {
+  const out = new Map<string, StuckInfo>()
+  const paused = pausedSubscriptions(unfinished)
+  const suspects: Array<{from: string; to: string; name: string}> = []
+  for (const from of probes)
+    for (const to of probes) {
+      if (from === to || !from.data || !to.data || opts.signal?.aborted) continue
+      const name = edgeName(cfg.cluster, from.name, to.name)
+      if (stuckSuspect(to.data.subscriptions.find(s => s.subname === name), paused.get(`${to.name}/${name}`))) suspects.push({from: from.name, to: to.name, name})
+    }
+  if (suspects.length === 0) return out
+  const cluster = new Cluster(cfg, {connectTimeoutMs: opts.timeoutMs})
+  const abort = () => void cluster.close()
+  opts.signal?.addEventListener('abort', abort, {once: true})
+  try {
+    await Promise.all(
+      suspects.map(async l => {
+        try {
+          const ends = {...l, pub: cluster.node(l.from), sub: cluster.node(l.to)}
+          const v = await observeLink(ends, {windowMs: STUCK_WINDOW_MS, snapshot: true})
+          if (v.state !== 'stuck') return
+          const error = await lastApplyError(ends.sub, {name: l.name, oid: v.sub.oid}, v.tx)
+          out.set(linkKey(l.from, l.to), {xid: v.tx.xid, final_lsn: v.tx.finalLsn, commit_time: v.tx.commitTime, evidence: v.evidence, error})
+        } catch {
+          /* status never fails for one link: the link keeps its other reasons */
+        }
+      }),
+    )
+  } finally {
+    opts.signal?.removeEventListener('abort', abort)
+    await cluster.close()
+  }
+  return out
 }
 
 // ------------------------------------------------------------------------------------ evaluate (pure)
@@ -303,6 +385,8 @@ export interface EvaluateInput {
   checkedAt: Date
   /** defaults to naming.ts edgeName */
   edgeName?: (from: string, to: string) => string
+  /** stuck links (linkKey(from, to)) found by the second look */
+  stuck?: Map<string, StuckInfo>
 }
 
 /** Subscriptions an unfinished operation disabled on purpose: "node/subscription" → command. */
@@ -331,6 +415,8 @@ export interface LinkInput {
   thresholds: HealthThresholds
   /** the command of the unfinished run that paused this link's subscription */
   pausedBy?: string
+  /** the transaction the link fails to apply */
+  stuck?: StuckInfo
 }
 
 /** Health of one directed link from its two ends. Pure. */
@@ -357,6 +443,13 @@ export function classifyLink(i: LinkInput): LinkStatus {
   if (!toOk) critical.push(down(to))
   else if (!sub) critical.push(`subscription missing on ${to.name}`)
   else {
+    const st = i.stuck
+    if (st) {
+      critical.push(
+        `stuck: transaction ${st.xid} (final LSN ${st.final_lsn}) fails to apply: ${st.evidence}${st.error ? `: ${st.error}` : ''}; ` +
+          `\`mmlite skip-tx --from ${from.name} --node ${to.name}\` shows it and can skip it`,
+      )
+    }
     if (!sub.enabled) critical.push('subscription disabled')
     if (sub.worker_pid === null) critical.push('apply worker not running')
     else if (sub.last_msg_age_s !== null && sub.last_msg_age_s > th.lagWarningSeconds)
@@ -391,6 +484,7 @@ export function classifyLink(i: LinkInput): LinkStatus {
     sync_error_count: sub?.sync_error_count ?? null,
   }
   if (sub?.conflicts) link.conflicts = sub.conflicts
+  if (i.stuck && sub) link.stuck = i.stuck
   return link
 }
 
@@ -443,6 +537,7 @@ export function evaluate(input: EvaluateInput): StatusResult {
           sub: to.data?.subscriptions.find(s => s.subname === edge),
           thresholds: input.thresholds,
           pausedBy: paused.get(`${to.name}/${edge}`),
+          stuck: input.stuck?.get(linkKey(from.name, to.name)),
         }),
       )
     }

@@ -5,6 +5,7 @@ import {runInit, type InitResult} from '../steps/init.js'
 import {runWizard} from '../ui/wizard.js'
 import {canPrompt} from '../ui/prompts.js'
 import {MmliteError, ExitCode} from '../errors.js'
+import {recordDisableOnError} from '../config/config.js'
 
 export default class Init extends MmliteCommand {
   static override summary = 'Build the echo-free full mesh between the nodes of mmlite.yaml.'
@@ -17,6 +18,7 @@ Without a configuration file, on a terminal, a wizard asks for the cluster name,
     '<%= config.bin %> init --yes',
     '<%= config.bin %> init --seed node1 --yes',
     '<%= config.bin %> init --no-copy --yes   # nodes restored from one backup',
+    '<%= config.bin %> init --disable-on-error --yes',
   ]
 
   static override flags = {
@@ -27,6 +29,10 @@ Without a configuration file, on a terminal, a wizard asks for the cluster name,
     yes: Flags.boolean({char: 'y', summary: 'Do not ask for confirmation.', default: false}),
     timeout: Flags.integer({summary: 'Seconds to wait for the initial copy and for links to stream.', default: 600, min: 1}),
     'connect-timeout': Flags.integer({summary: 'Seconds to wait for a connection to a node.', default: 10, min: 1}),
+    'disable-on-error': Flags.boolean({
+      summary: 'PostgreSQL 15+ subscribers: stop a link on an apply error instead of retrying forever (recorded in mmlite.yaml as disable_on_error: true).',
+      default: false,
+    }),
   }
 
   async run(): Promise<InitResult> {
@@ -41,7 +47,11 @@ Without a configuration file, on a terminal, a wizard asks for the cluster name,
       }
       await runWizard(file, this.prompts, line => this.out(line))
     }
+    if (flags['disable-on-error'] && !flags['dry-run'] && (await recordDisableOnError(file))) {
+      this.out(`recorded disable_on_error: true in ${file}`)
+    }
     const cfg = this.loadConfig(flags.config)
+    if (flags['disable-on-error']) cfg.disableOnError = true
     const result = await runInit(cfg, {
       seed: flags.seed,
       noCopy: flags['no-copy'],
@@ -62,6 +72,10 @@ Without a configuration file, on a terminal, a wizard asks for the cluster name,
       this.printPlan(result.steps)
     } else if (!result.changed) {
       this.out(`Cluster "${cfg.cluster}" is already initialized: nothing to do.`)
+      if (flags['disable-on-error']) {
+        this.out('note: existing subscriptions keep their setting; on each PostgreSQL 15+ node run, for each of its subscriptions of this cluster:')
+        this.out('  ALTER SUBSCRIPTION <name> SET (disable_on_error = true);')
+      }
     } else {
       this.out(`Cluster "${cfg.cluster}" is initialized: ${result.links.length} links streaming. Run \`mmlite status\` to watch it.`)
     }

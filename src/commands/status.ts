@@ -34,7 +34,7 @@ export default class Status extends MmliteCommand {
   static override summary = 'Show the health of every node and every replication link.'
 
   static override description = `Queries all nodes concurrently (one query per node) and classifies each directed link from→to:
-critical when an end is unreachable, the subscription is missing/disabled, its apply worker is not running, or the slot is missing/inactive/lost;
+critical when an end is unreachable, the subscription is missing/disabled, its apply worker is not running, the slot is missing/inactive/lost, or the link is stuck on a transaction that fails to apply (shown with its final LSN, and the logged error when the subscriber's log is readable; \`mmlite skip-tx\` shows and skips it);
 warning when lag or the age of the last message exceeds the thresholds (health: in mmlite.yaml, or the flags), the slot's WAL is unreserved, or apply errors were counted;
 paused when an unfinished mmlite run disabled it on purpose.
 

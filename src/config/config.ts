@@ -283,6 +283,19 @@ export async function editConfigNodes(
   await atomicWrite(file, doc.toString())
 }
 
+/**
+ * Record `disable_on_error: true` in an existing file, keeping comments and formatting (the key
+ * is updated in place, or appended). Returns false when the file already said so.
+ * Used by `init --disable-on-error` (and `add-node --disable-on-error`).
+ */
+export async function recordDisableOnError(file: string): Promise<boolean> {
+  const doc = parseDocument(readFileSync(file, 'utf8'))
+  if (doc.get('disable_on_error') === true) return false
+  doc.set('disable_on_error', true)
+  await atomicWrite(file, doc.toString())
+  return true
+}
+
 export async function atomicWrite(file: string, content: string): Promise<void> {
   await mkdir(path.dirname(file), {recursive: true})
   const tmp = `${file}.tmp-${process.pid}`

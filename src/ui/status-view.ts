@@ -91,11 +91,17 @@ function sumConflicts(c: Record<string, number> | undefined): number | undefined
 export function renderLinks(r: StatusResult): string[] {
   const ok = new Set(r.nodes.filter(n => n.reachable && !n.error).map(n => n.name))
   const withConflicts = r.links.some(l => l.conflicts)
+  const withStuck = r.links.some(l => l.stuck)
   const headers = ['Link', 'Mech', 'Sub', 'Worker', 'Slot', 'WAL', 'Lag', 'Retained', 'Last msg', 'Errors']
   const align: Array<'l' | 'r'> = ['l', 'l', 'l', 'l', 'l', 'l', 'r', 'r', 'r', 'r']
   if (withConflicts) {
     headers.push('Conflicts')
     align.push('r')
+  }
+  // only when a link is stuck: the final LSN of the transaction it fails to apply
+  if (withStuck) {
+    headers.push('Stuck at')
+    align.push('l')
   }
   headers.push('Status')
   const rows = r.links.map(l => {
@@ -114,6 +120,7 @@ export function renderLinks(r: StatusResult): string[] {
       l.apply_error_count === null ? '-' : `${l.apply_error_count}/${l.sync_error_count ?? 0}`,
     ]
     if (withConflicts) row.push(String(sumConflicts(l.conflicts) ?? '-'))
+    if (withStuck) row.push(l.stuck ? statusCell('critical', l.stuck.final_lsn) : '-')
     row.push(statusCell(l.status))
     return row
   })
