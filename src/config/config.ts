@@ -296,9 +296,11 @@ export async function recordDisableOnError(file: string): Promise<boolean> {
   return true
 }
 
+let tmpCounter = 0
+
 export async function atomicWrite(file: string, content: string): Promise<void> {
   await mkdir(path.dirname(file), {recursive: true})
-  const tmp = `${file}.tmp-${process.pid}`
+  const tmp = `${file}.tmp-${process.pid}-${++tmpCounter}`
   const fh = await open(tmp, 'w', 0o600)
   try {
     await fh.writeFile(content)

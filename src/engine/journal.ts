@@ -119,8 +119,15 @@ export class Journal {
     this.current = undefined
   }
 
-  private async save(): Promise<void> {
-    await mkdir(path.dirname(this.file), {recursive: true})
-    await atomicWrite(this.file, JSON.stringify(this.data, null, 2) + '\n')
+  /** saves are queued: concurrent actions may record values at the same time */
+  private saving: Promise<void> = Promise.resolve()
+
+  private save(): Promise<void> {
+    const next = this.saving.then(async () => {
+      await mkdir(path.dirname(this.file), {recursive: true})
+      await atomicWrite(this.file, JSON.stringify(this.data, null, 2) + '\n')
+    })
+    this.saving = next.catch(() => {})
+    return next
   }
 }

@@ -1,0 +1,509 @@
+/**
+ * `mmlite remove-node X`: take node X out of the mesh; the remaining nodes keep replicating
+ * among themselves throughout (nothing of theirs is touched but their links with X).
+ *
+ * X reachable (default):
+ *   drain              wait until every peer has received everything X committed: each of X's
+ *                      outbound slots confirms X's pg_current_wal_lsn() taken when the wait
+ *                      starts (an idle walsender's keepalive advances confirmed_flush without
+ *                      new transactions). Timeout: fail, nothing else changed.
+ *   peer-subscriptions on every peer, its subscription from X: DISABLE, SET (slot_name = NONE),
+ *                      DROP (never connects to X; X's slots are dropped by us below). The
+ *                      origin progress (remote_lsn) is read first and kept in the journal.
+ *   own-subscriptions  on X, its subscriptions from the peers, the same way
+ *   peer-slots         on every peer, its slot for X (retained WAL measured first, journal)
+ *   own-slots          on X, its outbound slots
+ *   own-publication    on X, the publication
+ *   config             X leaves mmlite.yaml
+ * --force (X dead, or the operator says so): X is never contacted, nothing is drained:
+ *   peer-subscriptions, peer-slots (a walsender still serving X's dead subscription is
+ *   terminated), config. The peers' origin progress in X's changes is compared: when they
+ *   differ, the cluster may have diverged and the report says which peer got further.
+ *
+ * Every action checks the catalogs first, so a run killed at any point finishes when re-run
+ * (operation key `remove-node:<X>` in the journal). Once X has left mmlite.yaml, a re-run
+ * still finds the unfinished operation and completes it without X's connection details.
+ */
+import path from 'node:path'
+import type {Config, NodeConfig} from '../config/config.js'
+import {editConfigNodes, loadConfig} from '../config/config.js'
+import {Cluster} from '../cluster/cluster.js'
+import {edgeName, publicationName} from '../cluster/naming.js'
+import {escapeIdentifier as qi} from '../db/quote.js'
+import {Journal, type Operation} from '../engine/journal.js'
+import {ClusterLock} from '../engine/lock.js'
+import {planSteps, runSteps, type RenderMode} from '../engine/runner.js'
+import type {Action, Step, StepContext, StepReport} from '../engine/types.js'
+import {MmliteError, ExitCode} from '../errors.js'
+import {didYouMean, formatBytes} from '../util/text.js'
+import {sleep} from '../util/poll.js'
+import {
+  detachSubscriptionSql,
+  disableSubscriptionSql,
+  dropPublicationAction,
+  dropPublicationSql,
+  dropSlotAction,
+  dropSlotSql,
+  dropSubscriptionDetachedAction,
+  dropSubscriptionSql,
+  subscriptionExists,
+} from './mesh.js'
+
+export const STEP = {
+  drain: 'drain',
+  peerSubscriptions: 'peer-subscriptions',
+  ownSubscriptions: 'own-subscriptions',
+  peerSlots: 'peer-slots',
+  ownSlots: 'own-slots',
+  ownPublication: 'own-publication',
+  config: 'config',
+} as const
+
+/** waits other than the drain (workers stopping, walsenders releasing slots) */
+export const WAIT_TIMEOUT_MS = 60_000
+
+export const operationKey = (x: string) => `remove-node:${x}`
+
+// ---------------------------------------------------------------- pure helpers
+
+/** "60s", "2m", "500ms", "1h", or a bare number of seconds → milliseconds. */
+export function parseDurationMs(input: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/i.exec(input)
+  if (!m) {
+    throw new MmliteError(`expected a duration like 60s, 2m or 500ms, got "${input}"`, {code: ExitCode.Config})
+  }
+  const n = Number(m[1])
+  const unit = (m[2] ?? 's').toLowerCase()
+  const ms = n * {ms: 1, s: 1000, m: 60_000, h: 3_600_000}[unit as 'ms' | 's' | 'm' | 'h']
+  if (!(ms > 0)) throw new MmliteError(`the duration must be positive, got "${input}"`, {code: ExitCode.Config})
+  return Math.round(ms)
+}
+
+/** pg_lsn text (e.g. 0/16B3748) as a number we can compare. */
+export function lsnValue(lsn: string): bigint {
+  const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(lsn)
+  if (!m) throw new Error(`not an LSN: ${lsn}`)
+  return (BigInt(`0x${m[1]}`) << 32n) + BigInt(`0x${m[2]}`)
+}
+
+export interface ProgressComparison {
+  /** peers whose progress differs: some got changes of X that others lack */
+  diverged: boolean
+  /** the peers that got furthest in X's changes (all known peers when they agree) */
+  furthest: string[]
+  /** the peers behind them */
+  behind: string[]
+  /** peers whose progress is unknown (their subscription from X was already gone) */
+  unknown: string[]
+}
+
+/** Compare how far each peer got in X's changes (origin remote_lsn). Pure. */
+export function compareProgress(progress: Array<{node: string; lsn: string | null}>): ProgressComparison {
+  const known = progress.filter((p): p is {node: string; lsn: string} => p.lsn !== null)
+  const unknown = progress.filter(p => p.lsn === null).map(p => p.node)
+  if (known.length === 0) return {diverged: false, furthest: [], behind: [], unknown}
+  const max = known.reduce((a, p) => (lsnValue(p.lsn) > a ? lsnValue(p.lsn) : a), 0n)
+  const furthest = known.filter(p => lsnValue(p.lsn) === max).map(p => p.node)
+  const behind = known.filter(p => lsnValue(p.lsn) < max).map(p => p.node)
+  return {diverged: behind.length > 0, furthest, behind, unknown}
+}
+
+export type RemovalMode =
+  /** X is in mmlite.yaml */
+  | {kind: 'remove'}
+  /** X already left mmlite.yaml in a run that was interrupted: finish that operation */
+  | {kind: 'finish'}
+
+/**
+ * Whether `x` can be removed from `cfg`; throws the refusal. `pending` is the unfinished
+ * journal operation `remove-node:<x>`, if any.
+ */
+export function checkRemoval(cfg: Config, x: string, pending?: Operation): RemovalMode {
+  const names = cfg.nodes.map(n => n.name)
+  if (!names.includes(x)) {
+    if (pending) return {kind: 'finish'}
+    const dym = didYouMean(x, names)
+    throw new MmliteError(`unknown node "${x}": ${cfg.file} has no node of that name; nothing was changed`, {
+      code: ExitCode.Config,
+      suggestions: [`${dym ? `Did you mean "${dym}"? ` : ''}Known nodes: ${names.join(', ')}`],
+    })
+  }
+  if (names.length === 1) {
+    throw new MmliteError(`node "${x}" is the last node of cluster "${cfg.cluster}"; removing it would leave no cluster, so it is refused`, {
+      code: ExitCode.Config,
+      suggestions: [`To take the cluster apart instead, drop its publication on ${x}: ${dropPublicationSql(cfg)};`],
+    })
+  }
+  return {kind: 'remove'}
+}
+
+/** The SQL that removes X's own objects from X (for a node removed with --force that may run again). */
+export function leftoverSqlOnRemoved(cfg: Config, x: string, peers: string[]): string[] {
+  return [
+    ...peers.flatMap(p => {
+      const sub = edgeName(cfg.cluster, p, x)
+      return [disableSubscriptionSql(sub), detachSubscriptionSql(sub), dropSubscriptionSql(sub)]
+    }),
+    ...peers.map(p => dropSlotSql(edgeName(cfg.cluster, x, p))),
+    `DROP PUBLICATION ${qi(publicationName(cfg.cluster))}`,
+  ]
+}
+
+// ---------------------------------------------------------------- steps
+
+export interface RemovePlanInput {
+  /** the node to remove */
+  x: string
+  /** every other node of the configuration */
+  peers: string[]
+  /** do not contact X: no drain, X's own objects are left alone */
+  force: boolean
+  drainTimeoutMs: number
+  waitTimeoutMs?: number
+  /** how long a walsender / worker may linger before it is terminated (default: the actions' own) */
+  graceMs?: number
+  /** config file to edit; default cfg.file */
+  configFile?: string
+}
+
+/** Values of the operation (from the journal when the run resumes). */
+export interface RemoveValues {
+  drainLsn?: string
+  /** peer → remote_lsn of its subscription from X, read before it was dropped */
+  originProgress?: Record<string, string>
+  /** peer → WAL its slot for X retained when it was dropped (null: no restart_lsn) */
+  retainedBytes?: Record<string, number | null>
+  force?: boolean
+}
+
+/**
+ * Journal writes of concurrent actions, one after another: each write rewrites the whole
+ * file atomically, and a per-peer entry is merged into its map at the moment it is written.
+ */
+function journalRecorder() {
+  let chain: Promise<unknown> = Promise.resolve()
+  const enqueue = (fn: (ctx: StepContext) => Promise<void>, ctx: StepContext): Promise<void> => {
+    const p = chain.then(() => fn(ctx))
+    chain = p.catch(() => {})
+    return p
+  }
+  return {
+    set: (ctx: StepContext, key: keyof RemoveValues, value: unknown) => enqueue(c => c.journal.set(key, value), ctx),
+    setFor: (ctx: StepContext, key: keyof RemoveValues, peer: string, value: unknown) =>
+      enqueue(c => c.journal.set(key, {...(c.journal.get<Record<string, unknown>>(key) ?? {}), [peer]: value}), ctx),
+  }
+}
+
+export class DrainTimeoutError extends MmliteError {}
+
+const DRAIN_SQL = `SELECT slot_name, active, confirmed_flush_lsn::text AS confirmed,
+       pg_wal_lsn_diff($1::pg_lsn, confirmed_flush_lsn)::bigint::text AS behind
+  FROM pg_replication_slots WHERE slot_name = ANY($2::text[])`
+
+/**
+ * Wait until every peer that still subscribes to X has confirmed X's current WAL position.
+ * Done (nothing to wait for) once no peer subscribes to X any more: then the subscriptions
+ * from X are already being dropped and there is nothing left to deliver.
+ */
+function drainAction(cfg: Config, input: RemovePlanInput, rec: ReturnType<typeof journalRecorder>): Action {
+  const {x, peers} = input
+  const slotOf = (p: string) => edgeName(cfg.cluster, x, p)
+  const pendingPeers = async (ctx: StepContext) => {
+    const subscribed = await Promise.all(peers.map(p => subscriptionExists(ctx, p, slotOf(p))))
+    return peers.filter((_, i) => subscribed[i])
+  }
+  return {
+    node: x,
+    label: `wait until ${peers.join(', ')} received everything ${x} committed`,
+    sql: [],
+    check: async ctx => (await pendingPeers(ctx)).length === 0,
+    run: async ctx => {
+      const pending = await pendingPeers(ctx)
+      if (!pending.length) return
+      const c = ctx.cluster.node(x)
+      const target = (await c.one<{lsn: string}>('SELECT pg_current_wal_lsn()::text AS lsn'))!.lsn
+      await rec.set(ctx, 'drainLsn', target)
+      const deadline = Date.now() + input.drainTimeoutMs
+      let interval = 50
+      for (;;) {
+        const rows = await c.query<{slot_name: string; active: boolean; confirmed: string | null; behind: string | null}>(DRAIN_SQL, [
+          target,
+          pending.map(slotOf),
+        ])
+        const lagging: string[] = []
+        for (const p of pending) {
+          const r = rows.find(s => s.slot_name === slotOf(p))
+          if (!r) {
+            throw new DrainTimeoutError(`cannot drain ${x}: its slot ${slotOf(p)} for ${p} is missing, so ${p} cannot receive what ${x} committed; nothing was removed in this run`, {
+              code: ExitCode.Failed,
+              suggestions: [`Check the link ${x}→${p} with \`mmlite status\`. To remove ${x} anyway (${p} may lack some of ${x}'s changes), re-run with --force.`],
+            })
+          }
+          if (r.confirmed === null || Number(r.behind) > 0) {
+            lagging.push(
+              `${p}: ${r.confirmed === null ? 'nothing confirmed yet' : `${formatBytes(Number(r.behind))} behind (confirmed ${r.confirmed})`}, slot ${slotOf(p)} ${r.active ? 'active' : 'INACTIVE (no walsender: is the subscription on ' + p + ' enabled and its worker running?)'}`,
+            )
+          }
+        }
+        if (!lagging.length) return
+        ctx.progress(`draining ${x} up to ${target}: ${lagging.join('; ')}`)
+        if (Date.now() >= deadline) {
+          throw new DrainTimeoutError(
+            `${x}'s changes did not reach every peer within ${Math.round(input.drainTimeoutMs / 100) / 10} s (target ${target}); nothing was removed in this run`,
+            {
+              code: ExitCode.Timeout,
+              details: lagging,
+              suggestions: [
+                `Check the links from ${x} with \`mmlite status\`, then re-run (perhaps with a longer --drain-timeout).`,
+                `To remove ${x} without waiting (the lagging peers then lack some of ${x}'s changes), re-run with --force.`,
+              ],
+            },
+          )
+        }
+        await sleep(Math.min(interval, Math.max(0, deadline - Date.now())))
+        interval = Math.min(500, Math.ceil(interval * 1.5))
+      }
+    },
+  }
+}
+
+/** The file is local: the action's "node" is the file's name (it touches no server). */
+function configAction(file: string, x: string): Action {
+  const listed = () => loadConfig(file).nodes.some(n => n.name === x)
+  return {
+    node: path.basename(file),
+    label: `remove ${x} from ${file}`,
+    sql: [],
+    check: async () => !listed(),
+    run: async () => {
+      if (listed()) await editConfigNodes(file, {remove: x})
+    },
+  }
+}
+
+export function buildRemoveNodeSteps(cfg: Config, input: RemovePlanInput): Step[] {
+  const {x, peers, force} = input
+  const wait = input.waitTimeoutMs ?? WAIT_TIMEOUT_MS
+  const graceMs = input.graceMs
+  const rec = journalRecorder()
+  const edge = (from: string, to: string) => edgeName(cfg.cluster, from, to)
+  const steps: Step[] = []
+  if (!force) steps.push({id: STEP.drain, title: `Wait until every peer has received everything ${x} committed`, actions: [drainAction(cfg, input, rec)]})
+  steps.push({
+    id: STEP.peerSubscriptions,
+    title: `Drop the peers' subscriptions from ${x} (without contacting ${x})`,
+    actions: peers.map(p =>
+      dropSubscriptionDetachedAction(p, edge(x, p), {
+        timeoutMs: wait,
+        graceMs,
+        label: `drop subscription ${edge(x, p)} from ${x} (origin progress recorded first)`,
+        beforeDrop: (ctx, lsn) => rec.setFor(ctx, 'originProgress', p, lsn),
+      }),
+    ),
+  })
+  if (!force) {
+    steps.push({
+      id: STEP.ownSubscriptions,
+      title: `Drop ${x}'s subscriptions from the peers`,
+      actions: peers.map(p => dropSubscriptionDetachedAction(x, edge(p, x), {timeoutMs: wait, graceMs})),
+    })
+  }
+  steps.push({
+    id: STEP.peerSlots,
+    title: `Drop the peers' slots for ${x}`,
+    actions: peers.map(p =>
+      dropSlotAction(p, edge(p, x), {
+        timeoutMs: wait,
+        graceMs,
+        label: `drop slot ${edge(p, x)} for ${x} (retained WAL recorded first)`,
+        beforeDrop: (ctx, bytes) => rec.setFor(ctx, 'retainedBytes', p, bytes),
+      }),
+    ),
+  })
+  if (!force) {
+    steps.push(
+      {id: STEP.ownSlots, title: `Drop ${x}'s slots for the peers`, actions: peers.map(p => dropSlotAction(x, edge(x, p), {timeoutMs: wait, graceMs}))},
+      {id: STEP.ownPublication, title: `Drop ${x}'s publication`, actions: [dropPublicationAction(cfg, x)]},
+    )
+  }
+  steps.push({id: STEP.config, title: `Remove ${x} from mmlite.yaml`, actions: [configAction(input.configFile ?? cfg.file, x)]})
+  return steps
+}
+
+// ---------------------------------------------------------------- the whole procedure
+
+export interface RemoveNodeOptions {
+  force: boolean
+  dryRun: boolean
+  drainTimeoutMs: number
+  connectTimeoutMs: number
+  mode: RenderMode
+  write?: (line: string) => void
+  /** called with the plan before anything changes; throw to cancel */
+  confirm: (plan: StepReport[], info: {force: boolean; finishing: boolean}) => Promise<void>
+}
+
+export interface PeerReport {
+  node: string
+  /** bytes of WAL the peer's slot for X retained when it was dropped (null: unknown / not dropped) */
+  retainedWalFreedBytes: number | null
+  /** how far the peer got in X's changes: remote_lsn of its subscription from X (null: unknown) */
+  originProgress: string | null
+}
+
+export interface RemoveNodeResult {
+  cluster: string
+  removed: string
+  force: boolean
+  dryRun: boolean
+  changed: boolean
+  /** an interrupted run was completed */
+  resumed: boolean
+  remaining: string[]
+  /** X's WAL position every peer confirmed before its subscription was dropped (null with --force / dry-run) */
+  drainLsn: string | null
+  peers: PeerReport[]
+  /** with --force: the peers got different amounts of X's changes */
+  diverged: boolean
+  /** with --force: the peers that got furthest in X's changes */
+  furthest: string[]
+  /** with --force: the peers that got less of X's changes than `furthest` */
+  behind: string[]
+  /** with --force, when the peers differ: what that means, which peer has more */
+  divergence: string | null
+  /** SQL for X itself when it was not contacted (--force): drop them there if X ever runs again */
+  leftOnRemoved: string[]
+  notes: string[]
+  steps: StepReport[]
+}
+
+export async function runRemoveNode(cfg: Config, x: string, opts: RemoveNodeOptions): Promise<RemoveNodeResult> {
+  const journal = Journal.open(cfg.file, cfg.cluster)
+  const key = operationKey(x)
+  const pendingOp = journal.unfinished().find(u => u.key === key)?.op
+  const mode = checkRemoval(cfg, x, pendingOp)
+  const finishing = mode.kind === 'finish'
+  // once X has left mmlite.yaml (an interrupted run), only the peers and the file are left to check
+  const force = opts.force || finishing
+  const peers = cfg.nodes.map(n => n.name).filter(n => n !== x)
+  // X keeps its place in the configuration for naming; without --force it is connected to
+  const stub: NodeConfig = {name: x, dsn: '', conn: new Map(), peerConn: new Map()}
+  const full: Config = finishing ? {...cfg, nodes: [...cfg.nodes, stub]} : cfg
+  const cluster = new Cluster(full, {connectTimeoutMs: opts.connectTimeoutMs})
+  let lock: ClusterLock | undefined
+  try {
+    if (!opts.dryRun) {
+      try {
+        lock = await ClusterLock.acquire(cluster, 'remove-node', force ? peers : [...peers, x])
+      } catch (e) {
+        if (e instanceof MmliteError && e.code === ExitCode.Unreachable && !force && e.message.startsWith(`node ${x} `)) {
+          throw new MmliteError(e.message, {
+            code: e.code,
+            details: e.details,
+            suggestions: [`If ${x} is gone for good, \`mmlite remove-node ${x} --force\` removes it without contacting it (its unsent changes are lost).`],
+          })
+        }
+        throw e
+      }
+    }
+    const steps = buildRemoveNodeSteps(full, {x, peers, force, drainTimeoutMs: opts.drainTimeoutMs, configFile: cfg.file})
+    const base = {cfg: full, cluster, journal}
+    let plan: StepReport[]
+    try {
+      plan = await planSteps(steps, base)
+    } catch (e) {
+      if (e instanceof MmliteError && e.code === ExitCode.Unreachable && !force && e.message.startsWith(`node ${x} `)) {
+        throw new MmliteError(e.message, {code: e.code, details: e.details, suggestions: [`If ${x} is gone for good, use --force (it is then not contacted).`]})
+      }
+      throw e
+    }
+    // values of the operation: the journal's once this run has begun it, else the interrupted run's
+    const values = (): RemoveValues => {
+      const get = <T>(k: keyof RemoveValues) => journal.get<T>(k) ?? (pendingOp?.values[k] as T | undefined)
+      return {drainLsn: get('drainLsn'), originProgress: get('originProgress'), retainedBytes: get('retainedBytes'), force: get('force')}
+    }
+    const result = (changed: boolean, stepReports: StepReport[]): RemoveNodeResult => {
+      const v = values()
+      // finishing: the interrupted run decided whether X was contacted
+      const forcedRun = finishing ? (v.force ?? true) : opts.force
+      return buildResult(full, x, peers, {force: forcedRun, dryRun: opts.dryRun, changed, resumed: Boolean(pendingOp), finishing, steps: stepReports, values: v})
+    }
+
+    const pending = plan.filter(s => s.status === 'planned')
+    if (opts.dryRun) return result(false, plan)
+    if (pending.length === 0) {
+      await journal.begin(key, 'remove-node')
+      const r = result(false, plan)
+      await journal.finish()
+      return r
+    }
+    await opts.confirm(plan, {force, finishing})
+    await journal.begin(key, 'remove-node')
+    if (!finishing) await journal.set('force', opts.force)
+    let reports: StepReport[]
+    try {
+      reports = await runSteps(steps, base, {dryRun: false, mode: opts.mode, write: opts.write})
+    } catch (e) {
+      // a failed drain changed nothing: leave no unfinished operation behind
+      const op = journal.unfinished().find(u => u.key === key)?.op
+      if (e instanceof DrainTimeoutError && op && Object.keys(op.steps).length === 0) await journal.finish('abandoned')
+      throw e
+    }
+    const r = result(true, reports)
+    await journal.finish()
+    return r
+  } finally {
+    await lock?.release()
+    await cluster.close()
+  }
+}
+
+function buildResult(
+  cfg: Config,
+  x: string,
+  peers: string[],
+  o: {force: boolean; dryRun: boolean; changed: boolean; resumed: boolean; finishing: boolean; steps: StepReport[]; values: RemoveValues},
+): RemoveNodeResult {
+  const v = o.values
+  const peerReports: PeerReport[] = peers.map(p => ({
+    node: p,
+    retainedWalFreedBytes: v.retainedBytes?.[p] ?? null,
+    originProgress: v.originProgress?.[p] ?? null,
+  }))
+  const notes: string[] = []
+  let cmp: ProgressComparison = {diverged: false, furthest: [], behind: [], unknown: []}
+  // the drain proved every peer received all of X's changes; only a forced removal can diverge
+  const forced = o.force && !o.dryRun
+  if (forced) cmp = compareProgress(peerReports.map(p => ({node: p.node, lsn: p.originProgress})))
+  if (forced && !o.finishing) {
+    notes.push(`--force: ${x} was not contacted and nothing was drained; its own subscriptions, slots and publication are left on it.`)
+  }
+  if (o.finishing) notes.push(`${x} had already left mmlite.yaml: the interrupted removal was completed.`)
+  let divergence: string | null = null
+  if (cmp.diverged) {
+    const at = (n: string) => peerReports.find(p => p.node === n)!.originProgress
+    divergence =
+      `the peers got different amounts of ${x}'s changes: ${cmp.furthest.map(n => `${n} (up to ${at(n)})`).join(', ')} got more than ` +
+        `${cmp.behind.map(n => `${n} (up to ${at(n)})`).join(', ')}; the cluster may have diverged: ${cmp.furthest.join(', ')} ` +
+        `${cmp.furthest.length > 1 ? 'hold' : 'holds'} changes from ${x} that ${cmp.behind.join(', ')} ${cmp.behind.length > 1 ? 'lack' : 'lacks'}.`
+  }
+  if (cmp.unknown.length && forced) notes.push(`origin progress unknown for ${cmp.unknown.join(', ')} (no subscription from ${x} was found there).`)
+  return {
+    cluster: cfg.cluster,
+    removed: x,
+    force: o.force,
+    dryRun: o.dryRun,
+    changed: o.changed,
+    resumed: o.resumed,
+    remaining: peers,
+    drainLsn: o.force ? null : (v.drainLsn ?? null),
+    peers: peerReports,
+    diverged: cmp.diverged,
+    furthest: forced ? cmp.furthest : [],
+    behind: cmp.behind,
+    divergence,
+    leftOnRemoved: o.force ? leftoverSqlOnRemoved(cfg, x, peers) : [],
+    notes,
+    steps: o.steps,
+  }
+}
