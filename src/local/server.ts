@@ -746,3 +746,63 @@ function isInside(child: string, parent: string): boolean {
   const rel = path.relative(parent, child)
   return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Building servers from an existing data directory (physical standbys in tests)
+// ---------------------------------------------------------------------------------------------
+
+/** The OS user PostgreSQL programs run as: ourselves, or `postgres` (MMLITE_PG_OS_USER) when we are root. */
+export function serverOsUser(): {name: string; uid?: number; gid?: number} {
+  return {...serverUser()}
+}
+
+/** chown one path (not recursively) to the server OS user; nothing to do when we are not root. */
+export async function chownToServerUser(p: string): Promise<void> {
+  await chownToServer(p)
+}
+
+/**
+ * Run a PostgreSQL client program (e.g. pg_basebackup) as the server OS user, with PG*
+ * variables removed from its environment (the arguments say where to connect).
+ */
+export function runAsServerUser(
+  cmd: string,
+  args: string[],
+  opts: {cwd: string; timeoutMs: number},
+): Promise<{code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string}> {
+  return run(cmd, args, opts.cwd, opts.timeoutMs)
+}
+
+/**
+ * The directories of a new server laid out like LocalServer.start's (a fresh mkdtemp base,
+ * `<base>/<name>/` with sock/ and server.log, owned by the server OS user) and a free port,
+ * but no data directory: the caller fills `dataDir` (pg_basebackup, a file copy) and then
+ * uses LocalServer.attach(info, {track: true}), setSettings() and start().
+ */
+export async function prepareServerDirs(opts: {major: PgMajor; name: string}): Promise<ServerInfo> {
+  if (!/^[A-Za-z0-9_.-]+$/.test(opts.name)) throw new Error(`invalid server name ${JSON.stringify(opts.name)} (use letters, digits, _ . -)`)
+  binDir(opts.major)
+  const base = await mkdtemp(path.join(os.tmpdir(), `mmlite-${opts.name}-`))
+  await chownToServer(base)
+  const serverDir = path.join(base, opts.name)
+  await mkdir(serverDir, {mode: 0o700})
+  await chownToServer(serverDir)
+  let socketDir = path.join(serverDir, 'sock')
+  if (socketDir.length + '/.s.PGSQL.65535'.length > MAX_SOCKET_PATH) socketDir = await mkdtemp(path.join('/tmp', 'mmlite-sock-'))
+  else await mkdir(socketDir, {mode: 0o700})
+  await chownToServer(socketDir)
+  const logFile = path.join(serverDir, 'server.log')
+  const fh = await open(logFile, 'a', 0o600)
+  await fh.close()
+  await chownToServer(logFile)
+  return {
+    major: opts.major,
+    name: opts.name,
+    port: await freePort(),
+    serverDir,
+    dataDir: path.join(serverDir, 'data'),
+    logFile,
+    socketDir,
+    removeDir: base,
+  }
+}

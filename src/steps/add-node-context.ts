@@ -34,6 +34,8 @@ export interface AddNodeContext {
   timeoutMs: number
   /** parallel COPY connections (copy strategy) */
   jobs: number
+  /** connect timeout for extra sessions a strategy opens itself (replication connection, COPY sessions); default 10 s */
+  connectTimeoutMs?: number
 }
 
 export interface StrategyModule {
@@ -41,4 +43,14 @@ export interface StrategyModule {
   preflight(ctx: AddNodeContext): Promise<Problem[]>
   /** the ordered steps; each action idempotent (check, then act) */
   buildSteps(ctx: AddNodeContext): Step[]
+  /**
+   * Optional: called by the driver when it resumes an unfinished run (not with --dry-run),
+   * after taking the lock and before preflight: undo what the killed run left half-done and
+   * must not stay so (e.g. re-enable subscriptions it paused). Returns lines to show.
+   */
+  recover?(ctx: AddNodeContext): Promise<string[]>
+  /** Optional: strategy-specific fields for the command's result, read after the steps ran. */
+  report?(ctx: AddNodeContext): Record<string, unknown>
+  /** Optional: close sessions the steps may still hold; called once at the end, also after a failure. */
+  cleanup?(ctx: AddNodeContext): Promise<void>
 }

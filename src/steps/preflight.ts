@@ -76,7 +76,14 @@ export function pluginLibrariesFix(current: string[], needed: string[]): {missin
 export async function preflight(
   cfg: Config,
   cluster: Cluster,
-  opts: {nodes?: string[]; probePlugin?: boolean} = {},
+  opts: {
+    nodes?: string[]
+    probePlugin?: boolean
+    /** nodes that may be in recovery (add-node --strategy standby: X is still a standby of S); no plugin probe there */
+    allowRecovery?: string[]
+    /** false: do not look for data in the replicated tables (hasData is all false) */
+    checkData?: boolean
+  } = {},
 ): Promise<PreflightResult> {
   const names = opts.nodes ?? cfg.nodes.map(n => n.name)
   const problems: Problem[] = []
@@ -110,7 +117,8 @@ export async function preflight(
       problems.push({node, check: 'version', message: `PostgreSQL ${f.version} is too old; mmlite needs 12 or newer`, fix: 'Upgrade the server.'})
       return
     }
-    if (f.inRecovery) {
+    const recoveryAllowed = f.inRecovery && (opts.allowRecovery ?? []).includes(node)
+    if (f.inRecovery && !recoveryAllowed) {
       problems.push({node, check: 'recovery', message: 'the server is a standby (in recovery); mesh members must accept writes', fix: 'Promote it or point the dsn at the primary.'})
     }
     if (f.walLevel !== 'logical') {
@@ -160,7 +168,7 @@ export async function preflight(
         })
       }
     }
-    if (outPlugin && pluginAllowed && f.walLevel === 'logical' && opts.probePlugin !== false) {
+    if (outPlugin && pluginAllowed && f.walLevel === 'logical' && opts.probePlugin !== false && !f.inRecovery) {
       const err = await probePlugin(cluster, node)
       if (err) {
         problems.push({
@@ -200,7 +208,7 @@ export async function preflight(
       nt.columns.push(r.columns ?? [])
       presentTables.push(t.qualified)
     })
-    if (presentTables.length) {
+    if (presentTables.length && opts.checkData !== false) {
       const sql = `SELECT ARRAY[${presentTables.map(q => `EXISTS (SELECT 1 FROM ${q})`).join(', ')}] AS has`
       const has = (await c.one<{has: boolean[]}>(sql))!.has
       let k = 0
