@@ -150,7 +150,9 @@ for (const major of [15, 18] as PgMajor[]) {
       const hist = history(dir).filter(e => e.key === 'add-node:node4').at(-1)
       assert.ok(hist, 'the finished operation is in history.jsonl')
       assert.equal((hist.values.pauses as Array<{ms: number}>)[0].ms, pauseMs)
-      for (const [label, gap] of load.report.maxGapMs) assert.ok(gap < 10_000, `${label}: longest gap between commits ${gap} ms`)
+      // clients never pause: no writer's longest gap between two commits exceeds the reported
+      // pause of the source's inbound apply (plus scheduling slack on a small test box)
+      for (const [label, gap] of load.report.maxGapMs) assert.ok(gap <= pauseMs + 1500, `${label}: longest gap between commits ${gap} ms (source pause ${pauseMs} ms)`)
 
       // writes keep flowing, now also to node4; then stop and let everything drain
       const c0 = load.report.commits
