@@ -29,6 +29,7 @@ import {ClusterLock} from '../engine/lock.js'
 import {runSteps, planSteps, type RenderMode} from '../engine/runner.js'
 import type {StepReport} from '../engine/types.js'
 import {preflight, preflightError} from './preflight.js'
+import {pollUntil} from '../util/poll.js'
 import type {PreflightResult, Problem} from './preflight.js'
 
 export const TABLESYNC_ORIGIN_MIN = 140000
@@ -166,6 +167,16 @@ export async function runInit(cfg: Config, opts: InitOptions): Promise<InitResul
         for (const stmt of p.autoFix!.split(';').map(s => s.trim()).filter(Boolean)) await cluster.node(p.node!).query(stmt)
         fixedSettings.push({node: p.node!, sql: p.autoFix!})
       }
+      // pg_reload_conf() only signals: a session sees the new value once it has processed
+      // the reload, so check again until the fixed problems are gone (or give up and report)
+      const fixed = new Set(pf.problems.filter(q => q.autoFix).map(q => `${q.node}/${q.check}`))
+      await pollUntil(
+        async () => {
+          pf = await preflight(cfg, cluster, {probePlugin: false})
+          return !pf.problems.some(q => fixed.has(`${q.node}/${q.check}`))
+        },
+        {timeoutMs: 10_000, what: 'the fixed settings to take effect'},
+      ).catch(() => {})
       pf = await preflight(cfg, cluster)
     }
     const resuming = journal.unfinished().find(u => u.key === 'init')

@@ -47,7 +47,17 @@ export async function allowPlugin(s: LocalServer): Promise<void> {
   if (libs.includes('mmlite')) return
   const value = [...libs, 'mmlite'].map(l => `'${l}'`).join(', ')
   await sql(s, `ALTER SYSTEM SET output_plugin_libraries = ${value}`)
+  await reloadConf(s)
+}
+
+/**
+ * pg_reload_conf() only signals the postmaster: wait until new sessions run with the reloaded
+ * configuration (pg_conf_load_time() of a fresh session moves past its value before the reload).
+ */
+export async function reloadConf(s: LocalServer): Promise<void> {
+  const before = (await sql<{t: Date}>(s, 'SELECT pg_conf_load_time() AS t'))[0].t.getTime()
   await sql(s, 'SELECT pg_reload_conf()')
+  await waitFor(async () => (await sql<{t: Date}>(s, 'SELECT pg_conf_load_time() AS t'))[0].t.getTime() > before, `configuration reload on ${s.name}`)
 }
 
 export const SCHEMA = `

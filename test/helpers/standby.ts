@@ -32,7 +32,7 @@ import {
   prepareServerDirs,
   runAsServerUser,
 } from '../../src/local/server.js'
-import {sql, waitFor} from './cluster.js'
+import {reloadConf, sql, waitFor} from './cluster.js'
 
 export type StandbyMethod = 'basebackup' | 'lowlevel'
 
@@ -253,7 +253,7 @@ export async function replicationStarts(s: LocalServer, slot: string): Promise<n
 export async function logReplicationCommands(servers: LocalServer[]): Promise<void> {
   await Promise.all(servers.map(async s => {
     await sql(s, 'ALTER SYSTEM SET log_replication_commands = on')
-    await sql(s, 'SELECT pg_reload_conf()')
+    await reloadConf(s)
   }))
 }
 

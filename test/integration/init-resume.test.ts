@@ -86,7 +86,7 @@ describe('init: a concurrent second run is refused', function () {
     const cfg = await h.writeConfig(dir, servers)
     // no table-sync workers on node2: the first run waits in its initial-copy step
     await h.sql(servers[1], 'ALTER SYSTEM SET max_sync_workers_per_subscription = 0')
-    await h.sql(servers[1], 'SELECT pg_reload_conf()')
+    await h.reloadConf(servers[1])
     const first = h.runCli(['init', '-c', cfg, '--yes'])
     try {
       await h.waitFor(async () => (await h.meshObjects(servers[1])).subs.length === 1, 'first run to reach the copy')
@@ -98,7 +98,7 @@ describe('init: a concurrent second run is refused', function () {
       assert.ok(Date.now() - t0 < 10_000, 'refused at once')
     } finally {
       await h.sql(servers[1], 'ALTER SYSTEM RESET max_sync_workers_per_subscription')
-      await h.sql(servers[1], 'SELECT pg_reload_conf()')
+      await h.reloadConf(servers[1])
     }
     const r = await first
     assert.equal(r.code, 0, r.stderr)

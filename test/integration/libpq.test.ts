@@ -23,7 +23,7 @@ describe('libpq connection behaviour (password-protected server)', function () {
       // runs as the server's OS user: keep the file's owner, only change its content
       const old = await readFile(hba, 'utf8')
       await writeFile(hba, `host all app 127.0.0.1/32 scram-sha-256\n${old}`)
-      await h.sql(s, 'SELECT pg_reload_conf()')
+      await h.reloadConf(s)
     }
   })
   after(() => stopAllStarted())
