@@ -20,9 +20,10 @@ import type pg from 'pg'
 import type {NodeConn} from '../db/node.js'
 import {escapeIdentifier as qi} from '../db/quote.js'
 import {redactText} from '../db/redact.js'
+import {compareLsn} from '../db/lsn.js'
 import {errorMessage} from '../errors.js'
 import {sleep} from '../util/poll.js'
-import {compareLsn, decodeMessages, type Change, type DecodedTx} from './pgoutput-decode.js'
+import {decodeMessages, type Change, type DecodedTx} from './pgoutput-decode.js'
 
 export const NATIVE_ORIGIN_OPTION_MIN = 160000
 export const SKIP_LSN_MIN = 150000

@@ -21,6 +21,8 @@
  * TupleData: ncols int16, per column 'n' (null) | 'u' (unchanged TOASTed value) | 't' len int32 + text | 'b' len + binary.
  */
 
+import {formatLsn} from '../db/lsn.js'
+
 export interface RelColumn {
   name: string
   /** part of the publisher's replica identity (primary key, identity index, or every column with FULL) */
@@ -75,26 +77,6 @@ export interface DecodedTx {
   changes: Change[]
   /** logical decoding messages ('M'), if the output had any */
   messages: number
-}
-
-// ------------------------------------------------------------------------------------ LSNs
-
-/** "16/B374D848" → bigint */
-export function parseLsn(lsn: string): bigint {
-  const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(lsn)
-  if (!m) throw new Error(`not an LSN: ${lsn}`)
-  return (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`)
-}
-
-/** bigint → "16/B374D848" (PostgreSQL's %X/%X) */
-export function formatLsn(v: bigint): string {
-  return `${(v >> 32n).toString(16).toUpperCase()}/${(v & 0xffffffffn).toString(16).toUpperCase()}`
-}
-
-export function compareLsn(a: string, b: string): number {
-  const x = parseLsn(a)
-  const y = parseLsn(b)
-  return x < y ? -1 : x > y ? 1 : 0
 }
 
 const PG_EPOCH_MS = 946_684_800_000n

@@ -55,10 +55,15 @@ export class NodeConn {
     this.target = describeTarget(node.conn)
   }
 
-  /** A fresh, separate session to the same node (for locks, exported snapshots, ...). */
-  async newSession(appName = 'mmlite'): Promise<pg.Client> {
-    const cfg = toClientConfig(this.node.conn, this.opts.connectTimeoutMs) as pg.ClientConfig
+  /**
+   * A fresh, separate session to the same node (for locks, exported snapshots, COPY, ...), with
+   * this node's connect timeout. `replication`: a logical replication connection
+   * (replication=database), which accepts replication commands besides SQL.
+   */
+  async newSession(appName = 'mmlite', opts: {replication?: boolean} = {}): Promise<pg.Client> {
+    const cfg = toClientConfig(this.node.conn, this.opts.connectTimeoutMs) as pg.ClientConfig & {replication?: string}
     if (!this.node.conn.has('application_name')) cfg.application_name = appName
+    if (opts.replication) cfg.replication = 'database'
     const c = new pg.Client(cfg)
     c.on('error', () => {
       /* reported through the failing query */
@@ -68,9 +73,14 @@ export class NodeConn {
     } catch (e) {
       await c.end().catch(() => {})
       const {kind, message} = classifyConnectError(e)
-      throw new MmliteError(`node ${this.name} (${this.target}): ${message}`, {
+      throw new MmliteError(`node ${this.name} (${this.target}${opts.replication ? ', replication connection' : ''}): ${message}`, {
         code: ExitCode.Unreachable,
         details: [`failure: ${kind}`],
+        suggestions: opts.replication
+          ? [
+              `A logical replication connection to ${this.name} (replication=database) needs a role with REPLICATION (or a superuser); pg_hba.conf matches it by its database, like an ordinary connection.`,
+            ]
+          : [],
       })
     }
     return c

@@ -1,3 +1,5 @@
+import {parseLsn} from './lsn.js'
+
 /**
  * SQL quoting. Same rules as libpq's PQescapeIdentifier / PQescapeLiteral (and pg's
  * Client#escapeIdentifier / escapeLiteral), usable without a connection so that plans
@@ -23,6 +25,6 @@ export function escapeLiteral(s: string): string {
 
 /** A literal for an LSN such as '0/16B3748'::pg_lsn */
 export function lsnLiteral(lsn: string): string {
-  if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(lsn)) throw new Error(`not an LSN: ${lsn}`)
+  parseLsn(lsn) // validates: the text goes into SQL as is
   return `'${lsn}'::pg_lsn`
 }

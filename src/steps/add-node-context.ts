@@ -14,6 +14,17 @@ import type {Problem} from './preflight.js'
 
 export type AddStrategy = 'copy' | 'standby'
 
+/** The journal key of the add-node run for new node `node`. */
+export function opKey(node: string): string {
+  return `add-node:${node}`
+}
+
+/** Values of the unfinished add-node run for `node` (read without beginning it: preflight changes nothing); {} when none. */
+export function unfinishedValues<T extends object>(journal: Journal, node: string): Partial<T> {
+  const key = opKey(node)
+  return (journal.unfinished().find(u => u.key === key)?.op.values ?? {}) as Partial<T>
+}
+
 export interface AddNodeContext {
   /** configuration as it is on disk (without X) */
   cfg: Config
@@ -34,8 +45,6 @@ export interface AddNodeContext {
   timeoutMs: number
   /** parallel COPY connections (copy strategy) */
   jobs: number
-  /** connect timeout for extra sessions a strategy opens itself (replication connection, COPY sessions); default 10 s */
-  connectTimeoutMs?: number
 }
 
 export interface StrategyModule {

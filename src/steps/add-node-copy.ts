@@ -78,12 +78,11 @@ import {pipeline} from 'node:stream/promises'
 import pg from 'pg'
 import {to as copyTo, from as copyFrom} from 'pg-copy-streams'
 import type {StepContext, Action, Step} from '../engine/types.js'
-import type {AddNodeContext, StrategyModule} from './add-node-context.js'
+import {unfinishedValues, type AddNodeContext, type StrategyModule} from './add-node-context.js'
 import type {Problem} from './preflight.js'
 import {
   createSubscriptionSql,
   edgesOfNode,
-  lsnCompare,
   makeEdge,
   originAdvanceSql,
   pauseSubscriptionSql,
@@ -100,9 +99,8 @@ import {
   type Edge,
 } from './mesh.js'
 import {escapeIdentifier as qi, escapeLiteral as ql} from '../db/quote.js'
-import {toClientConfig} from '../db/conninfo.js'
-import {classifyConnectError} from '../db/node.js'
-import type {NodeConfig} from '../config/config.js'
+import {compareLsn} from '../db/lsn.js'
+import {enableDisabled, waitWorkersGone, type PausedSub, type PauseRecord} from './pause.js'
 import type {TableName} from '../config/tables.js'
 import {MmliteError, ExitCode, errorMessage} from '../errors.js'
 import {pollUntil, sleep} from '../util/poll.js'
@@ -123,23 +121,6 @@ export const COPY_STEP_IDS = [
 ] as const
 
 // ------------------------------------------------------------------------------ journal values
-
-export interface PausedSub {
-  node: string
-  subscription: string
-  /** when the pause began (ISO time) */
-  since: string
-}
-
-export interface PauseRecord {
-  node: string
-  subscriptions: string[]
-  startedAt: string
-  /** how long they were disabled; null when the run died while they were paused */
-  ms: number | null
-  /** set when a later run re-enabled them: how long they had stayed paused */
-  recoveredAfterMs?: number
-}
 
 export interface CopyAttempt {
   attempt: number
@@ -169,8 +150,7 @@ export interface CopyValues {
 }
 
 function values(ctx: {journal: AddNodeContext['journal']}, x: string): CopyValues {
-  const key = `add-node:${x}`
-  return (ctx.journal.unfinished().find(u => u.key === key)?.op.values ?? {}) as CopyValues
+  return unfinishedValues<CopyValues>(ctx.journal, x)
 }
 
 // ------------------------------------------------------------------------------ in-process state
@@ -221,34 +201,9 @@ async function closeAll(l: Live): Promise<void> {
 
 const APP = 'mmlite add-node copy'
 
-async function openSession(n: NodeConfig, a: AddNodeContext, replication = false): Promise<pg.Client> {
-  const cfg = toClientConfig(n.conn, a.connectTimeoutMs ?? 10_000) as pg.ClientConfig & {replication?: string}
-  if (!n.conn.has('application_name')) cfg.application_name = APP
-  if (replication) cfg.replication = 'database'
-  const c = new pg.Client(cfg)
-  c.on('error', () => {
-    /* reported through the failing query */
-  })
-  try {
-    await c.connect()
-  } catch (e) {
-    await c.end().catch(() => {})
-    const {kind, message} = classifyConnectError(e)
-    throw new MmliteError(`node ${n.name}${replication ? ' (replication connection)' : ''}: ${message}`, {
-      code: ExitCode.Unreachable,
-      details: [`failure: ${kind}`],
-      suggestions: replication
-        ? [`The copy needs a logical replication connection to ${n.name} (replication=database): a role with REPLICATION (or a superuser); pg_hba.conf matches it by its database, like an ordinary connection.`]
-        : [],
-    })
-  }
-  return c
-}
-
-function nodeCfg(a: AddNodeContext, name: string): NodeConfig {
-  const n = a.full.nodes.find(x => x.name === name)
-  if (!n) throw new Error(`unknown node ${name}`)
-  return n
+/** A separate session to node `name` (a logical replication connection with `replication`). */
+function openSession(a: AddNodeContext, name: string, replication = false): Promise<pg.Client> {
+  return a.cluster.node(name).newSession(APP, {replication})
 }
 
 /** The replication-protocol command that creates slot S→X and exports its snapshot. */
@@ -267,13 +222,6 @@ UNION ALL
 SELECT 'prepared ' || gid, 'prepared transaction', 'prepared', extract(epoch FROM clock_timestamp() - prepared)::int FROM pg_prepared_xacts
 ORDER BY age_s DESC LIMIT 5`
 
-async function resumeSubs(a: AddNodeContext, node: string, subs: string[]): Promise<void> {
-  if (subs.length === 0) return
-  const c = a.cluster.node(node)
-  const rows = await c.query<{subname: string; enabled: boolean}>(SUBSCRIPTION_WORKERS_SQL, [subs])
-  for (const r of rows) if (!r.enabled) await c.query(resumeSubscriptionSql(r.subname))
-}
-
 /** Re-enable what a killed run paused (journal `pausedSubscriptions`) and say so. */
 async function recoverPaused(a: AddNodeContext): Promise<string[]> {
   const v = values(a, a.x.name)
@@ -281,7 +229,7 @@ async function recoverPaused(a: AddNodeContext): Promise<string[]> {
   if (paused.length === 0) return []
   const byNode = new Map<string, string[]>()
   for (const p of paused) byNode.set(p.node, [...(byNode.get(p.node) ?? []), p.subscription])
-  for (const [node, subs] of byNode) await resumeSubs(a, node, subs)
+  for (const [node, subs] of byNode) await enableDisabled(a.cluster.node(node), subs)
   const since = paused[0].since
   const after = since ? Date.now() - Date.parse(since) : undefined
   await jset(a, 'pauses', cur => [
@@ -351,8 +299,8 @@ function buildSteps(a: AddNodeContext): Step[] {
       await dropStaleSourceSlot(a, c, sx)
       // sessions first, so that the pause is as short as possible
       const k = Math.max(1, Math.min(a.jobs, a.cfg.tables.length))
-      l.repl = await openSession(nodeCfg(a, S), a, true)
-      for (let i = 0; i < k; i++) l.readers.push(await openSession(nodeCfg(a, S), a))
+      l.repl = await openSession(a, S, true)
+      for (let i = 0; i < k; i++) l.readers.push(await openSession(a, S))
       const state = await S_.query<{subname: string; enabled: boolean; workers: number}>(SUBSCRIPTION_WORKERS_SQL, [sourceSubs])
       const missing = sourceSubs.filter(s => !state.some(r => r.subname === s))
       const disabled = state.filter(r => !r.enabled).map(r => r.subname)
@@ -372,19 +320,18 @@ function buildSteps(a: AddNodeContext): Step[] {
       try {
         for (const s of sourceSubs) await S_.query(pauseSubscriptionSql(s))
         let noted = false
-        await pollUntil(
-          async () => {
-            const rows = await S_.query<{subname: string; workers: number}>(SUBSCRIPTION_WORKERS_SQL, [sourceSubs])
-            const busy = rows.filter(r => r.workers > 0).map(r => r.subname)
-            if (busy.length && !noted && Date.now() - t0 > 2000) {
+        await waitWorkersGone(S_, sourceSubs, {
+          timeoutMs: a.timeoutMs,
+          what: `the apply workers of ${sourceSubs.join(', ')} on ${S} to stop`,
+          maxIntervalMs: 100,
+          onBusy: busy => {
+            if (!noted && Date.now() - t0 > 2000) {
               noted = true
               c.note(`${S}: waiting for the apply workers of ${busy.join(', ')} to finish their current transaction (inbound pause of ${S} continues meanwhile)`)
             }
-            if (busy.length) c.progress(`${S}: waiting for the workers of ${busy.join(', ')} to stop`)
-            return busy.length === 0
+            c.progress(`${S}: waiting for the workers of ${busy.join(', ')} to stop`)
           },
-          {timeoutMs: a.timeoutMs, what: `the apply workers of ${sourceSubs.join(', ')} on ${S} to stop`, maxIntervalMs: 100},
-        )
+        })
         const origins = await S_.query<{subname: string; remote_lsn: string}>(SUBSCRIPTION_ORIGIN_SQL, [sourceSubs])
         const originProgress: Record<string, string> = {}
         for (const e of toSource) originProgress[e.from] = origins.find(o => o.subname === e.name)?.remote_lsn ?? '0/0'
@@ -467,7 +414,7 @@ function buildSteps(a: AddNodeContext): Step[] {
         }
         if (s.enabled) return
         // disabled, so no worker uses the origin: set it where S's copy left off for p
-        if (lsnCompare(R, L) > 0 && lsnCompare(s.remote_lsn, R) !== 0) await xc.query(originAdvanceSql(e.name, R))
+        if (compareLsn(R, L) > 0 && compareLsn(s.remote_lsn, R) !== 0) await xc.query(originAdvanceSql(e.name, R))
         await xc.query(resumeSubscriptionSql(e.name))
       },
     }
@@ -503,7 +450,7 @@ async function endPause(a: AddNodeContext, c: StepContext, failed: boolean): Pro
   const l = live(a)
   const p = l.paused
   if (!p) return
-  await resumeSubs(a, a.source, p.subs)
+  await enableDisabled(a.cluster.node(a.source), p.subs)
   const ms = Date.now() - p.t0
   l.paused = undefined
   const rec: PauseRecord = {node: a.source, subscriptions: p.subs, startedAt: p.startedAt, ms}
@@ -604,7 +551,6 @@ function countNewlines(b: Buffer): number {
 }
 
 async function copyTables(a: AddNodeContext, c: StepContext, l: Live): Promise<TableCopyReport[]> {
-  const X = nodeCfg(a, a.x.name)
   const reader0 = l.readers[0]
   // table definitions as the snapshot sees them
   const infos: TableInfo[] = []
@@ -614,7 +560,7 @@ async function copyTables(a: AddNodeContext, c: StepContext, l: Live): Promise<T
     infos.push({t, cols: r.cols ?? [], partitioned: r.relkind === 'p', estBytes: Number(r.est_bytes), estRows: Number(r.est_rows)})
   }
   for (let i = 0; i < l.readers.length; i++) {
-    const w = await openSession(X, a)
+    const w = await openSession(a, a.x.name)
     l.writers.push(w)
     // like the apply worker: no user triggers, no FK checks (tables are filled in any order)
     await w.query('SET session_replication_role = replica')
@@ -819,7 +765,7 @@ async function preflight(a: AddNodeContext): Promise<Problem[]> {
     }
     // the replication connection the copy needs
     try {
-      const r = await openSession(nodeCfg(a, S), a, true)
+      const r = await openSession(a, S, true)
       try {
         await r.query('IDENTIFY_SYSTEM')
       } finally {
@@ -875,11 +821,18 @@ export const copyStrategy: StrategyModule = {
     if (!l) return
     // a failure between pause and snapshot: never leave S's subscriptions paused
     if (l.paused) {
-      await resumeSubs(a, a.source, l.paused.subs).catch(() => {})
       const p = l.paused
-      l.paused = undefined
-      await jset(a, 'pauses', cur => [...(cur.pauses ?? []), {node: a.source, subscriptions: p.subs, startedAt: p.startedAt, ms: Date.now() - p.t0}]).catch(() => {})
-      await jset(a, 'pausedSubscriptions', []).catch(() => {})
+      // only a successful re-enable clears the journal's record of the pause: otherwise status
+      // keeps showing the links as paused and the next run re-enables them first
+      const resumed = await enableDisabled(a.cluster.node(a.source), p.subs).then(
+        () => true,
+        () => false,
+      )
+      if (resumed) {
+        l.paused = undefined
+        await jset(a, 'pauses', cur => [...(cur.pauses ?? []), {node: a.source, subscriptions: p.subs, startedAt: p.startedAt, ms: Date.now() - p.t0}]).catch(() => {})
+        await jset(a, 'pausedSubscriptions', []).catch(() => {})
+      }
     }
     await closeAll(l)
   },

@@ -96,11 +96,22 @@
  * here, and nodes are never identified by system identifier (X keeps S's).
  */
 import type {Action, Step, StepContext} from '../engine/types.js'
-import type {AddNodeContext, StrategyModule} from './add-node-context.js'
+import {unfinishedValues, type AddNodeContext, type StrategyModule} from './add-node-context.js'
 import type {Problem} from './preflight.js'
-import {createSubscriptionSql, makeEdge, slotAction, subscriptionAction, waitStreamingActions, type Edge} from './mesh.js'
+import {
+  createSubscriptionSql,
+  makeEdge,
+  pauseSubscriptionSql,
+  resumeSubscriptionSql,
+  slotAction,
+  subscriptionAction,
+  waitStreamingActions,
+  type Edge,
+} from './mesh.js'
+import {enableDisabled, waitWorkersGone, type PausedSub, type PauseRecord} from './pause.js'
 import {edgeName} from '../cluster/naming.js'
 import {escapeIdentifier as qi, escapeLiteral as ql} from '../db/quote.js'
+import {isLsn, parseLsn} from '../db/lsn.js'
 import {MmliteError, ExitCode, errorMessage} from '../errors.js'
 import {pollUntil} from '../util/poll.js'
 
@@ -109,7 +120,7 @@ import {pollUntil} from '../util/poll.js'
 /** Journal values of a standby run (operation `add-node:<X>`). */
 export interface StandbyValues {
   /** read by `mmlite status`: subscriptions this run disabled on purpose (recorded before the DISABLE) */
-  pausedSubscriptions?: Array<{node: string; subscription: string; since: string}>
+  pausedSubscriptions?: PausedSub[]
   /** every pause of S's inbound replication, finished or interrupted */
   pauses?: PauseRecord[]
   /** S's WAL insert position after the pause; X is promoted only once it has replayed it */
@@ -119,16 +130,6 @@ export interface StandbyValues {
   promoteRequestedAt?: string
   /** P_X: where X left S's WAL (switch point of its new timeline) */
   promotedLsn?: string
-}
-
-export interface PauseRecord {
-  node: string
-  subscriptions: string[]
-  startedAt: string
-  /** how long they were disabled; null when a run died while they were paused */
-  ms: number | null
-  /** set when a later run (or the failing run's cleanup) re-enabled them */
-  recoveredAfterMs?: number
 }
 
 export const J = {
@@ -170,15 +171,6 @@ export function standbyNames(ctx: Pick<AddNodeContext, 'full' | 'x' | 'source' |
     peerInEdges: ctx.others.map(p => makeEdge(ctx.full, p, x, ctx.versions)),
     outEdges: [s, ...ctx.others].map(n => makeEdge(ctx.full, x, n, ctx.versions)),
   }
-}
-
-const LSN_RE = /^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/
-
-/** pg_lsn text → bigint, for comparisons in TypeScript. */
-export function lsnToBig(lsn: string): bigint {
-  if (!LSN_RE.test(lsn)) throw new Error(`not an LSN: ${lsn}`)
-  const [hi, lo] = lsn.split('/')
-  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`)
 }
 
 /**
@@ -259,8 +251,6 @@ async function inRecovery(sctx: StepContext, node: string): Promise<boolean> {
   return (await sctx.cluster.node(node).one<{r: boolean}>('SELECT pg_is_in_recovery() AS r'))!.r
 }
 
-export const disableSql = (sub: string) => `ALTER SUBSCRIPTION ${qi(sub)} DISABLE`
-export const enableSql = (sub: string) => `ALTER SUBSCRIPTION ${qi(sub)} ENABLE`
 export const renameSql = (from: string, to: string) => `ALTER SUBSCRIPTION ${qi(from)} RENAME TO ${qi(to)}`
 export const setSlotSql = (sub: string, slot: string) => `ALTER SUBSCRIPTION ${qi(sub)} SET (slot_name = ${ql(slot)})`
 export const copySlotSql = (from: string, to: string, plugin: string) =>
@@ -272,7 +262,7 @@ export const terminateWorkersSql = (sub: string) =>
   ` AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`
 export const advanceOriginSql = (sub: string, lsn: string) =>
   `SELECT pg_replication_origin_advance('pg_' || (SELECT oid FROM pg_subscription WHERE subname = ${ql(sub)}` +
-  ` AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()))::text, ${LSN_RE.test(lsn) ? `${ql(lsn)}::pg_lsn` : lsn})`
+  ` AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()))::text, ${isLsn(lsn) ? `${ql(lsn)}::pg_lsn` : lsn})`
 export const PROMOTE_SQL = 'SELECT pg_promote(true, 60) AS promoted'
 
 /** The newest timeline's history file on a promoted server and the timeline it switched to. */
@@ -383,7 +373,7 @@ export async function standbyPreflight(ctx: AddNodeContext): Promise<Problem[]> 
     const journaled = values[J.promotedLsn] as string | undefined
     if (xTli !== undefined && sf.tli !== null && xTli === sf.tli) {
       problems.push({node: x, check: 'identity', message: `${x} is on ${s}'s timeline ${sf.tli}: it is not the standby this run promoted (is --dsn pointing at ${s}?)`, fix: 'Re-run with the --dsn of the first run.'})
-    } else if (journaled && sp && lsnToBig(sp.lsn) !== lsnToBig(journaled)) {
+    } else if (journaled && sp && parseLsn(sp.lsn) !== parseLsn(journaled)) {
       problems.push({node: x, check: 'identity', message: `${x}'s timeline began at ${sp.lsn}, but this run promoted its standby at ${journaled}: it is another server`, fix: 'Re-run with the --dsn of the first run.'})
     }
   }
@@ -520,7 +510,7 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
       {
         node: s,
         label: `disable ${n.inbound.map(i => i.sub).join(', ')} and wait for their workers to exit`,
-        sql: n.inbound.map(i => disableSql(i.sub)),
+        sql: n.inbound.map(i => pauseSubscriptionSql(i.sub)),
         check: pauseState,
         run: async sctx => {
           if (!(await inRecovery(sctx, x))) return
@@ -536,26 +526,24 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
             // a new pause needs a new replay target (an older one may precede its DISABLE)
             if (toDisable.length > 0) await sctx.journal.set(J.replayTarget, undefined)
           }
-          for (const i of toDisable) await c.query(disableSql(i.sub))
+          for (const i of toDisable) await c.query(pauseSubscriptionSql(i.sub))
           const t0 = Date.now()
           const terminated = new Set<string>()
-          await pollUntil(
-            async () => {
-              const rows = await subs(sctx, s, n.inbound.map(i => i.sub))
-              const busy = n.inbound.filter(i => (rows.get(i.sub)?.workers ?? 0) > 0)
-              if (busy.length === 0) return true
-              for (const i of busy) {
-                if (Date.now() - t0 >= WORKER_GRACE_MS && !terminated.has(i.sub)) {
-                  sctx.progress(`${s}: workers of ${i.sub} still running; terminating them`)
-                  await c.query(terminateWorkersSql(i.sub))
-                  terminated.add(i.sub)
+          await waitWorkersGone(c, n.inbound.map(i => i.sub), {
+            timeoutMs,
+            what: `the apply workers of ${s} to exit`,
+            maxIntervalMs: 200,
+            onBusy: async busy => {
+              for (const sub of busy) {
+                if (Date.now() - t0 >= WORKER_GRACE_MS && !terminated.has(sub)) {
+                  sctx.progress(`${s}: workers of ${sub} still running; terminating them`)
+                  await c.query(terminateWorkersSql(sub))
+                  terminated.add(sub)
                 }
               }
-              sctx.progress(`${s}: waiting for the workers of ${busy.map(i => i.sub).join(', ')} to exit`)
-              return false
+              sctx.progress(`${s}: waiting for the workers of ${busy.join(', ')} to exit`)
             },
-            {timeoutMs, what: `the apply workers of ${s} to exit`, maxIntervalMs: 200},
-          )
+          })
         },
       },
     ],
@@ -677,7 +665,7 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
     const requested = jget<string>(sctx, J.promoteRequestedAt)
     const notRestarted = justPromoted || (requested !== undefined && replay.started.getTime() < Date.parse(requested))
     if (fromHistory) {
-      if (notRestarted && replay.r && lsnToBig(replay.r) !== lsnToBig(fromHistory)) {
+      if (notRestarted && replay.r && parseLsn(replay.r) !== parseLsn(fromHistory)) {
         throw new MmliteError(`${x}: the timeline switch point ${fromHistory} differs from pg_last_wal_replay_lsn() ${replay.r}; refusing to guess where ${x} left ${s}'s WAL`)
       }
       return fromHistory
@@ -712,7 +700,7 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
           }
           const px = await readPromotedLsn(sctx, justPromoted)
           const target = jget<string>(sctx, J.replayTarget)
-          if (target && lsnToBig(px) < lsnToBig(target)) {
+          if (target && parseLsn(px) < parseLsn(target)) {
             throw new MmliteError(`${x} was promoted at ${px}, before ${s}'s pause reached it (${target}); it may have started ${s}'s subscriptions`, {
               suggestions: [`Check ${x}'s subscriptions (they must be disabled) and rebuild ${x} from ${s}.`],
             })
@@ -732,7 +720,7 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
       {
         node: s,
         label: `enable ${n.inbound.map(i => i.sub).join(', ')}`,
-        sql: n.inbound.map(i => enableSql(i.sub)),
+        sql: n.inbound.map(i => resumeSubscriptionSql(i.sub)),
         check: async sctx => {
           if ((jget<unknown[]>(sctx, J.paused) ?? []).length > 0) return false
           const rows = await subs(sctx, s, n.inbound.map(i => i.sub))
@@ -786,7 +774,7 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
     return {
       node: x,
       label: `subscription ${i.sub} → ${i.newSub} on slot ${edge.name}`,
-      sql: [renameSql(i.sub, i.newSub), setSlotSql(i.newSub, edge.name), enableSql(i.newSub)],
+      sql: [renameSql(i.sub, i.newSub), setSlotSql(i.newSub, edge.name), resumeSubscriptionSql(i.newSub)],
       check: async sctx => {
         const st = await state(sctx)
         return Boolean(st.cur && !st.old && st.cur.slot === edge.name && st.cur.enabled)
@@ -798,7 +786,7 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
         if (st.old) {
           // never enabled on X with the slot of S (refused by the guards before promotion)
           if (st.old.enabled) throw new MmliteError(`${x}: inherited subscription ${i.sub} is enabled; it would consume ${s}'s slot on ${i.p}`, {
-            suggestions: [`Disable it at once on ${x}: ${disableSql(i.sub)}; then check ${s} for missing changes from ${i.p}.`],
+            suggestions: [`Disable it at once on ${x}: ${pauseSubscriptionSql(i.sub)}; then check ${s} for missing changes from ${i.p}.`],
           })
           await c.query(renameSql(i.sub, i.newSub))
           st = await state(sctx)
@@ -812,7 +800,7 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
         if (!cur.enabled) {
           const sl = (await slots(sctx, i.p, [edge.name])).get(edge.name)
           if (!sl) throw new MmliteError(`internal: slot ${edge.name} is missing on ${i.p}`)
-          await c.query(enableSql(i.newSub))
+          await c.query(resumeSubscriptionSql(i.newSub))
         }
       },
     }
@@ -831,7 +819,7 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
         sql: [
           createSubscriptionSql(ctx.full, se, {copyData: false, enabled: false, subscriberVersion: v(x)}, true),
           advanceOriginSql(se.name, '<promotion LSN>'),
-          enableSql(se.name),
+          resumeSubscriptionSql(se.name),
         ],
         check: async sctx => {
           const r = (await subs(sctx, x, [se.name])).get(se.name)
@@ -851,13 +839,13 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
           // the slot must still be at its consistent point, at or before P_X
           const sl = (await slots(sctx, s, [se.name])).get(se.name)
           if (!sl?.confirmed_flush) throw new MmliteError(`internal: slot ${se.name} is missing on ${s}`)
-          if (lsnToBig(sl.confirmed_flush) > lsnToBig(px)) {
+          if (parseLsn(sl.confirmed_flush) > parseLsn(px)) {
             throw new MmliteError(`slot ${se.name} on ${s} starts at ${sl.confirmed_flush}, after ${x}'s promotion point ${px}: changes in between would be lost`, {
               suggestions: [`Drop slot ${se.name} on ${s}, rebuild ${x} from ${s} and run add-node again.`],
             })
           }
           await c.query(advanceOriginSql(se.name, px))
-          await c.query(enableSql(se.name))
+          await c.query(resumeSubscriptionSql(se.name))
         },
       },
     ],
@@ -945,7 +933,7 @@ type ClusterConns = AddNodeContext['cluster']
 
 /** Values of this run's unfinished journal operation (read without beginning it: preflight changes nothing). */
 function journalValues(journal: Journal, x: string): StandbyValues {
-  return (journal.unfinished().find(u => u.key === `add-node:${x}`)?.op.values ?? {}) as StandbyValues
+  return unfinishedValues<StandbyValues>(journal, x)
 }
 
 /**
@@ -955,8 +943,7 @@ function journalValues(journal: Journal, x: string): StandbyValues {
 async function resumeSource(journal: Journal, cluster: ClusterConns, n: StandbyNames, how: 'resumed' | 'recovered' = 'resumed'): Promise<number | undefined> {
   const v = journalValues(journal, n.x)
   const paused = v.pausedSubscriptions ?? []
-  const rows = await subsOn(cluster, n.s, n.inbound.map(i => i.sub))
-  for (const i of n.inbound) if (rows.get(i.sub) && !rows.get(i.sub)!.enabled) await cluster.node(n.s).query(enableSql(i.sub))
+  await enableDisabled(cluster.node(n.s), n.inbound.map(i => i.sub))
   if (paused.length === 0) return undefined
   const since = paused[0].since
   const ms = Date.now() - Date.parse(since)

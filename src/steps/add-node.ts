@@ -25,7 +25,7 @@ import type {StepReport} from '../engine/types.js'
 import {MmliteError, ExitCode} from '../errors.js'
 import {preflight, preflightError, type Problem} from './preflight.js'
 import {edgesOfNode} from './mesh.js'
-import type {AddNodeContext, AddStrategy, StrategyModule} from './add-node-context.js'
+import {opKey, type AddNodeContext, type AddStrategy, type StrategyModule} from './add-node-context.js'
 import {copyStrategy} from './add-node-copy.js'
 import {standbyStrategy} from './add-node-standby.js'
 
@@ -63,10 +63,6 @@ export interface AddNodeResult {
   steps: StepReport[]
   /** strategy-specific (copy: sourcePause, copy) */
   [extra: string]: unknown
-}
-
-export function opKey(node: string): string {
-  return `add-node:${node}`
 }
 
 /** The new node's configuration entry from the flags (the DSN may hold a password: never printed). */
@@ -174,7 +170,6 @@ export async function runAddNode(cfg: Config, opts: AddNodeOptions): Promise<Add
     journal,
     timeoutMs: opts.timeoutMs,
     jobs: opts.jobs,
-    connectTimeoutMs: opts.connectTimeoutMs,
   }
   let lock: ClusterLock | undefined
   try {

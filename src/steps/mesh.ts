@@ -4,6 +4,7 @@
  * The SQL each one runs is built here, next to the check that guards it.
  */
 import {escapeIdentifier as qi, escapeLiteral as ql} from '../db/quote.js'
+import {compareLsn, parseLsn} from '../db/lsn.js'
 import {renderConnInfo} from '../db/conninfo.js'
 import type {Config, NodeConfig} from '../config/config.js'
 import {edgeName, publicationName} from '../cluster/naming.js'
@@ -424,21 +425,8 @@ export function dropPublicationAction(cfg: Config, node: string): Action {
 
 // ---------------------------------------------------------------- joins (add-node)
 //
-// LSN arithmetic, slots whose consistent point a join must remember, waits on a slot's
+// Slots whose consistent point a join must remember, waits on a slot's
 // confirmed_flush_lsn, pausing/resuming subscriptions, origin progress, catch-up waits.
-
-/** An LSN ('16/B374D848') as a number that compares correctly. */
-export function lsnToBigInt(lsn: string): bigint {
-  const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(lsn.trim())
-  if (!m) throw new Error(`not an LSN: ${lsn}`)
-  return (BigInt('0x' + m[1]) << 32n) | BigInt('0x' + m[2])
-}
-
-export function lsnCompare(a: string, b: string): -1 | 0 | 1 {
-  const x = lsnToBigInt(a)
-  const y = lsnToBigInt(b)
-  return x < y ? -1 : x > y ? 1 : 0
-}
 
 /** Every directed edge between `node` and each other node of cfg. */
 export function edgesOfNode(cfg: Config, node: string, versions: Map<string, number>): {inbound: Edge[]; outbound: Edge[]} {
@@ -505,7 +493,7 @@ export function waitSlotConfirmedAction(edge: Edge, target: (ctx: StepContext) =
     const want = target(ctx)
     if (!want) return {ok: false}
     const at = await slotConfirmedFlush(ctx, edge.from, edge.name)
-    return {ok: Boolean(at) && lsnCompare(at!, want) >= 0, at, want}
+    return {ok: Boolean(at) && compareLsn(at!, want) >= 0, at, want}
   }
   return {
     node: edge.from,
@@ -551,7 +539,7 @@ export const SUBSCRIPTION_ORIGIN_SQL = `SELECT s.subname, 'pg_' || s.oid::text A
 
 /** Set the origin progress of subscription `sub` (disabled: its worker must not run) to `lsn`. */
 export function originAdvanceSql(sub: string, lsn: string): string {
-  lsnToBigInt(lsn) // validates
+  parseLsn(lsn) // validates
   return (
     `SELECT pg_replication_origin_advance('pg_' || s.oid::text, ${ql(lsn)}::pg_lsn) FROM pg_subscription s` +
     ` WHERE s.subname = ${ql(sub)} AND ${SUBS_OF_DB}`
@@ -575,16 +563,16 @@ export function waitCaughtUpActions(edges: Edge[], timeoutMs: number): Action[] 
       sql: [],
       check: async ctx => {
         const r = await lag(ctx)
-        return r.confirmed !== null && lsnCompare(r.confirmed, r.current) >= 0
+        return r.confirmed !== null && compareLsn(r.confirmed, r.current) >= 0
       },
       run: async ctx => {
         const target = (await lag(ctx)).current
         await pollUntil(
           async () => {
             const r = await lag(ctx)
-            const ok = r.confirmed !== null && lsnCompare(r.confirmed, target) >= 0
+            const ok = r.confirmed !== null && compareLsn(r.confirmed, target) >= 0
             if (!ok) {
-              const behind = r.confirmed === null ? '?' : String(lsnToBigInt(target) - lsnToBigInt(r.confirmed))
+              const behind = r.confirmed === null ? '?' : String(parseLsn(target) - parseLsn(r.confirmed))
               ctx.progress(`${edge.from}→${edge.to}: ${behind} bytes behind ${target}`)
             }
             return ok

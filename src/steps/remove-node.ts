@@ -30,6 +30,7 @@ import {editConfigNodes, loadConfig} from '../config/config.js'
 import {Cluster} from '../cluster/cluster.js'
 import {edgeName, publicationName} from '../cluster/naming.js'
 import {escapeIdentifier as qi} from '../db/quote.js'
+import {parseLsn} from '../db/lsn.js'
 import {Journal, type Operation} from '../engine/journal.js'
 import {ClusterLock} from '../engine/lock.js'
 import {planSteps, runSteps, type RenderMode} from '../engine/runner.js'
@@ -79,13 +80,6 @@ export function parseDurationMs(input: string): number {
   return Math.round(ms)
 }
 
-/** pg_lsn text (e.g. 0/16B3748) as a number we can compare. */
-export function lsnValue(lsn: string): bigint {
-  const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(lsn)
-  if (!m) throw new Error(`not an LSN: ${lsn}`)
-  return (BigInt(`0x${m[1]}`) << 32n) + BigInt(`0x${m[2]}`)
-}
-
 export interface ProgressComparison {
   /** peers whose progress differs: some got changes of X that others lack */
   diverged: boolean
@@ -102,9 +96,9 @@ export function compareProgress(progress: Array<{node: string; lsn: string | nul
   const known = progress.filter((p): p is {node: string; lsn: string} => p.lsn !== null)
   const unknown = progress.filter(p => p.lsn === null).map(p => p.node)
   if (known.length === 0) return {diverged: false, furthest: [], behind: [], unknown}
-  const max = known.reduce((a, p) => (lsnValue(p.lsn) > a ? lsnValue(p.lsn) : a), 0n)
-  const furthest = known.filter(p => lsnValue(p.lsn) === max).map(p => p.node)
-  const behind = known.filter(p => lsnValue(p.lsn) < max).map(p => p.node)
+  const max = known.reduce((a, p) => (parseLsn(p.lsn) > a ? parseLsn(p.lsn) : a), 0n)
+  const furthest = known.filter(p => parseLsn(p.lsn) === max).map(p => p.node)
+  const behind = known.filter(p => parseLsn(p.lsn) < max).map(p => p.node)
   return {diverged: behind.length > 0, furthest, behind, unknown}
 }
 

@@ -11,7 +11,7 @@ import {existsSync, readFileSync} from 'node:fs'
 import path from 'node:path'
 import pg from 'pg'
 import {stopAllStarted, type LocalServer} from '../../src/local/server.js'
-import {lsnCompare} from '../../src/steps/mesh.js'
+import {compareLsn} from '../../src/db/lsn.js'
 import * as h from '../helpers/cluster.js'
 
 describe('add-node copy: preflight refusals change nothing (PostgreSQL 18)', function () {
@@ -127,7 +127,7 @@ describe('add-node copy: preflight refusals change nothing (PostgreSQL 18)', fun
     const L = ops['add-node:node3'].values.peerSlots.node2 as string
     await h.waitFor(async () => {
       const c = (await h.sql<{lsn: string}>(servers[1], "SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'shop_node2_node1'"))[0].lsn
-      return lsnCompare(c, L) >= 0
+      return compareLsn(c, L) >= 0
     }, 'slot node2→node1 to confirm past the consistent point of node2→node3')
     assert.equal(await originOf(), before, 'node1 applied nothing from node2 meanwhile')
 

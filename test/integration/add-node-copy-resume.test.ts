@@ -15,7 +15,7 @@ import {rm} from 'node:fs/promises'
 import path from 'node:path'
 import {stopAllStarted, type LocalServer} from '../../src/local/server.js'
 import {COPY_STEP_IDS} from '../../src/steps/add-node-copy.js'
-import {lsnCompare} from '../../src/steps/mesh.js'
+import {compareLsn} from '../../src/db/lsn.js'
 import * as h from '../helpers/cluster.js'
 import {WriteLoad, verifyLoad} from '../helpers/load.js'
 
@@ -127,11 +127,11 @@ describe('add-node copy: SIGKILL after each step, then re-run (PostgreSQL 15)', 
     const killed = await addNode({MMLITE_FAULT_KILL_AFTER: 'prepare'})
     assert.equal(killed.signal, 'SIGKILL', killed.stdout + killed.stderr)
     const L = (journalOps(dir)[`add-node:${X}`].values.peerSlots as Record<string, string>).node2
-    assert.equal(lsnCompare(before, L), -1, `origin progress ${before} is before the consistent point ${L}`)
+    assert.equal(compareLsn(before, L), -1, `origin progress ${before} is before the consistent point ${L}`)
     let confirmed = ''
     await h.waitFor(async () => {
       confirmed = (await h.sql<{lsn: string}>(servers[1], "SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'shop_node2_node1'"))[0].lsn
-      return lsnCompare(confirmed, L) >= 0
+      return compareLsn(confirmed, L) >= 0
     }, 'slot node2→node1 to confirm past the consistent point of node2→node3')
     // node1 applied nothing from node2 meanwhile: only keepalives moved the confirmation
     assert.equal(await originOf(), before)

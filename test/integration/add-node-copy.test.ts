@@ -9,7 +9,7 @@ import assert from 'node:assert/strict'
 import {readFile} from 'node:fs/promises'
 import path from 'node:path'
 import {stopAllStarted, type LocalServer, type PgMajor} from '../../src/local/server.js'
-import {lsnCompare} from '../../src/steps/mesh.js'
+import {compareLsn} from '../../src/db/lsn.js'
 import * as h from '../helpers/cluster.js'
 import {WriteLoad, verifyLoad, type LoadReport} from '../helpers/load.js'
 
@@ -96,7 +96,7 @@ for (const major of [15, 18] as PgMajor[]) {
       // under load S applied more of every P after P's slot for node4 existed: the origin
       // advance past the slot's consistent point was exercised
       for (const p of ['node2', 'node3']) {
-        assert.equal(lsnCompare(out.copy.originProgress[p], out.copy.peerSlots[p]), 1, `R_${p} > L_${p}: ${JSON.stringify(out.copy)}`)
+        assert.equal(compareLsn(out.copy.originProgress[p], out.copy.peerSlots[p]), 1, `R_${p} > L_${p}: ${JSON.stringify(out.copy)}`)
       }
 
       // the pause: reported, in JSON and in words

@@ -14,7 +14,6 @@ import type {Cluster} from '../../src/cluster/cluster.js'
 import type {AddNodeContext} from '../../src/steps/add-node-context.js'
 import {
   buildStandbySteps,
-  lsnToBig,
   parseHistorySwitchpoint,
   senderIsSource,
   standbyNames,
@@ -86,13 +85,6 @@ describe('add-node standby: helpers', () => {
     assert.equal(parseHistorySwitchpoint(''), undefined)
     assert.equal(parseHistorySwitchpoint('# comment only\n'), undefined)
     assert.equal(parseHistorySwitchpoint('garbage\n'), undefined)
-  })
-
-  it('orders LSNs numerically (not as text)', () => {
-    assert.ok(lsnToBig('0/A0000000') > lsnToBig('0/9FFFFFFF'))
-    assert.ok(lsnToBig('1/0') > lsnToBig('0/FFFFFFFF'))
-    assert.equal(lsnToBig('0/30003d8'), lsnToBig('0/30003D8'))
-    assert.throws(() => lsnToBig('x'))
   })
 
   it('matches the WAL receiver sender against the source', () => {

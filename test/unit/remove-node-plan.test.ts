@@ -19,7 +19,6 @@ import {
   checkRemoval,
   compareProgress,
   leftoverSqlOnRemoved,
-  lsnValue,
   parseDurationMs,
 } from '../../src/steps/remove-node.js'
 
@@ -56,12 +55,6 @@ describe('remove-node: durations', () => {
 })
 
 describe('remove-node: origin progress comparison', () => {
-  it('orders LSNs numerically (high word first, hex, any case)', () => {
-    assert.ok(lsnValue('1/0') > lsnValue('0/FFFFFFFF'))
-    assert.ok(lsnValue('0/1A') > lsnValue('0/9'))
-    assert.equal(lsnValue('0/ab'), lsnValue('0/AB'))
-    assert.throws(() => lsnValue('nope'))
-  })
   it('equal progress: not diverged, every peer is furthest', () => {
     const c = compareProgress([
       {node: 'a', lsn: '0/3000060'},
