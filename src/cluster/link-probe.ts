@@ -454,11 +454,28 @@ export async function observeLink(link: LinkEnds, o: ObserveOptions): Promise<Ve
     const opts = {versionNum: sub0.versionNum, disableOnError: sub0.disableOnError, snapshot: o.snapshot}
     let sub = sub0
     const w = o.windowMs ?? ((x: SubscriptionState) => observeWindowMs(x.retryIntervalMs))
-    const deadline = Date.now() + (typeof w === 'number' ? w : w(sub0))
+    let deadline = Date.now() + (typeof w === 'number' ? w : w(sub0))
+    let extended = o.snapshot === true || o.windowMs !== undefined
     for (;;) {
       if (passed(sub.originLsn, tx)) return {state: 'progressing', sub, tx}
       const ev = failureEvidence(samples, opts)
       if (ev) return {state: 'stuck', sub, tx, evidence: ev}
+      // PostgreSQL 14 and older count no apply errors: a failure shows only as the worker
+      // exiting and being restarted. After a failure the publisher's walsender for the slot can
+      // linger until its wal_sender_timeout; meanwhile every new worker dies at once ("slot is
+      // active"), too fast to be seen. A worker never seen running all window long therefore
+      // gets one longer look, until that walsender must be gone and a restart can be seen.
+      if (
+        !extended &&
+        Date.now() >= deadline &&
+        sub.versionNum < SKIP_LSN_MIN &&
+        sub.enabled &&
+        samples.every(x => x.workerPid === null)
+      ) {
+        extended = true
+        const t = await link.pub.one<{ms: number}>("SELECT setting::int AS ms FROM pg_settings WHERE name = 'wal_sender_timeout'")
+        deadline = Date.now() + Math.min(120_000, (t?.ms ?? 60_000) + 2 * sub.retryIntervalMs + 2_000)
+      }
       // disabled by hand (disable_on_error off): nothing will happen while we watch
       if (Date.now() >= deadline || (!sub.enabled && !sub.disableOnError)) {
         const note = !sub.enabled

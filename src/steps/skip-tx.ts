@@ -508,6 +508,15 @@ async function skipLink(cfg: Config, journal: Journal, first: Stuck, report: Lin
         : v.state === 'progressing'
           ? 'streams again (applying the following transactions)'
           : 'streams again (caught up)'
+    // the errors were this transaction's: reset the subscription's error counters (15+) so that
+    // `status` does not keep warning about a link that is healthy again; the counts before the
+    // reset are in the report and the audit log
+    const after = await readSubscription(ends.sub, ends.name)
+    if (after && (after.applyErrors ?? 0) > 0) {
+      const sql = `SELECT pg_stat_reset_subscription_stats(${after.oid})`
+      await ends.sub.query(sql)
+      report.message += `; its ${after.applyErrors} apply error(s) were counted, then its statistics reset (${sql})`
+    }
     opts.write(`${linkLabel(ends)}: ${report.message}`)
     return
   }
