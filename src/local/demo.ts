@@ -63,8 +63,9 @@ export function currentUid(): number {
   return typeof process.getuid === 'function' ? process.getuid() : os.userInfo().uid
 }
 
+/** Where the demo keeps its servers and state: $MMLITE_DEMO_DIR, else <tmp>/mmlite-demo-<uid>. */
 export function demoDir(): string {
-  return path.join(os.tmpdir(), `mmlite-demo-${currentUid()}`)
+  return process.env.MMLITE_DEMO_DIR ? path.resolve(process.env.MMLITE_DEMO_DIR) : path.join(os.tmpdir(), `mmlite-demo-${currentUid()}`)
 }
 
 export interface DemoServerRecord extends ServerInfo {

@@ -9,6 +9,7 @@
 import assert from 'node:assert/strict'
 import {existsSync, readFileSync} from 'node:fs'
 import net from 'node:net'
+import os from 'node:os'
 import path from 'node:path'
 import pg from 'pg'
 
@@ -16,6 +17,8 @@ import {CONFIG_FILE, STATE_FILE, demoDir} from '../../src/local/demo.js'
 import {pollUntil} from '../../src/util/poll.js'
 import {runCli, type CliResult} from '../helpers/cluster.js'
 
+// a demo directory of the tests' own: never touch a demo the developer kept running
+process.env.MMLITE_DEMO_DIR = path.join(os.tmpdir(), `mmlite-demo-test-${process.pid}`)
 const DIR = demoDir()
 const STATE = path.join(DIR, STATE_FILE)
 
