@@ -72,10 +72,6 @@ Without a configuration file, on a terminal, a wizard asks for the cluster name,
       this.printPlan(result.steps)
     } else if (!result.changed) {
       this.out(`Cluster "${cfg.cluster}" is already initialized: nothing to do.`)
-      if (flags['disable-on-error']) {
-        this.out('note: existing subscriptions keep their setting; on each PostgreSQL 15+ node run, for each of its subscriptions of this cluster:')
-        this.out('  ALTER SUBSCRIPTION <name> SET (disable_on_error = true);')
-      }
     } else {
       this.out(`Cluster "${cfg.cluster}" is initialized: ${result.links.length} links streaming. Run \`mmlite status\` to watch it.`)
     }

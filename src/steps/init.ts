@@ -21,7 +21,7 @@
  */
 import type {Config} from '../config/config.js'
 import type {Step} from '../engine/types.js'
-import {makeEdge, publicationAction, slotAction, subscriptionAction, waitStreamingActions, waitSyncAction, type Edge} from './mesh.js'
+import {disableOnErrorAction, makeEdge, publicationAction, slotAction, subscriptionAction, waitStreamingActions, waitSyncAction, type Edge} from './mesh.js'
 import {MmliteError, ExitCode} from '../errors.js'
 import {Cluster} from '../cluster/cluster.js'
 import {Journal} from '../engine/journal.js'
@@ -111,8 +111,13 @@ export function buildInitSteps(cfg: Config, versions: Map<string, number>, input
       title: 'Create the remaining subscriptions (no copy)',
       actions: restEdges.map(e => subscriptionAction(cfg, e, {copyData: false, subscriberVersion: v(e.to)})),
     },
-    {id: 'wait-streaming', title: 'Wait until every link streams', actions: waitStreamingActions(edges, input.timeoutMs)},
   )
+  if (cfg.disableOnError) {
+    // subscriptions created above already have it; this converges ones made before it was set
+    const doe = edges.filter(e => v(e.to) >= 150000)
+    if (doe.length) steps.push({id: 'disable-on-error', title: 'Stop links on apply errors (disable_on_error, PostgreSQL 15+)', actions: doe.map(disableOnErrorAction)})
+  }
+  steps.push({id: 'wait-streaming', title: 'Wait until every link streams', actions: waitStreamingActions(edges, input.timeoutMs)})
   return steps.filter(s => s.actions.length > 0)
 }
 

@@ -583,3 +583,27 @@ export function waitCaughtUpActions(edges: Edge[], timeoutMs: number): Action[] 
     }
   })
 }
+
+// ---------------------------------------------------------------- subscription options
+
+export function setDisableOnErrorSql(edge: Edge): string {
+  return `ALTER SUBSCRIPTION ${qi(edge.name)} SET (disable_on_error = true)`
+}
+
+/**
+ * `disable_on_error: true` in mmlite.yaml for a subscription that exists already (PostgreSQL
+ * 15+ subscriber): created before the setting was recorded, or by hand.
+ */
+export function disableOnErrorAction(edge: Edge): Action {
+  const state = async (ctx: StepContext) =>
+    (await ctx.cluster.node(edge.to).one<{on: boolean}>('SELECT subdisableonerr AS on FROM pg_subscription WHERE subname = $1', [edge.name]))?.on
+  return {
+    node: edge.to,
+    label: `disable_on_error on subscription ${edge.name}`,
+    sql: [setDisableOnErrorSql(edge)],
+    check: async ctx => (await state(ctx)) === true,
+    run: async ctx => {
+      if ((await state(ctx)) === false) await ctx.cluster.node(edge.to).query(setDisableOnErrorSql(edge))
+    },
+  }
+}

@@ -98,6 +98,26 @@ for (const major of [15, 18, 16, 17] as PgMajor[]) {
       assert.equal(out.changed, false)
       assert.ok(out.steps.every(s => s.status === 'already-done'))
     })
+
+    if (major >= 15) {
+      it('init --disable-on-error on the finished cluster records it and sets it on every subscription, once', async () => {
+        const r = await h.runCli(['init', '-c', cfg, '--yes', '--disable-on-error', '--json'])
+        assert.equal(r.code, 0, r.stderr)
+        const out = h.parseJson<InitJson>(r)
+        assert.equal(out.steps.find(s => s.id === 'disable-on-error')?.status, 'done')
+        for (const s of servers) {
+          const subs = await h.sql<{on: boolean}>(s, "SELECT subdisableonerr AS on FROM pg_subscription WHERE subname LIKE 'shop%'")
+          assert.deepEqual(subs.map(x => x.on), [true, true])
+        }
+        const {readFile} = await import('node:fs/promises')
+        assert.match(await readFile(cfg, 'utf8'), /^disable_on_error: true$/m)
+        const again = h.parseJson<InitJson>(await h.runCli(['init', '-c', cfg, '--yes', '--json']))
+        assert.equal(again.changed, false)
+        // the mesh still replicates
+        await h.sql(servers[2], "INSERT INTO public.departments VALUES (77, 'after disable_on_error')")
+        await h.waitConverged(servers, 'public.departments', 11)
+      })
+    }
   })
 }
 
