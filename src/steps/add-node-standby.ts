@@ -118,6 +118,23 @@ import {pollUntil} from '../util/poll.js'
 // ------------------------------------------------------------------------------ journal values
 
 /** Journal values of a standby run (operation `add-node:<X>`). */
+/** The standby procedure's step ids, in order (journal, MMLITE_FAULT_KILL_AFTER, tests). */
+export const STANDBY_STEP_IDS = [
+  'source-slot',
+  'pause-source',
+  'copy-slots',
+  'catch-up',
+  'promote',
+  'resume-source',
+  'drop-inherited-slots',
+  'new-node-slots',
+  'repoint-subscriptions',
+  'source-subscription',
+  'drop-feed-slot',
+  'peer-subscriptions',
+  'wait-streaming',
+] as const
+
 export interface StandbyValues {
   /** read by `mmlite status`: subscriptions this run disabled on purpose (recorded before the DISABLE) */
   pausedSubscriptions?: PausedSub[]

@@ -12,27 +12,14 @@ import {stopAllStarted, type LocalServer, type PgMajor} from '../../src/local/se
 import * as h from '../helpers/cluster.js'
 import {WriteLoad, verifyLoad} from '../helpers/load.js'
 import {SourceSlotGuard, createStandby, detachNode} from '../helpers/standby.js'
+import {STANDBY_STEP_IDS} from '../../src/steps/add-node-standby.js'
 
 function journalOps(dir: string): Record<string, {steps: Record<string, string>; values: Record<string, unknown>}> {
   const f = path.join(dir, '.mmlite/journal.json')
   return existsSync(f) ? JSON.parse(readFileSync(f, 'utf8')).operations : {}
 }
 
-const STEPS = [
-  'source-slot',
-  'pause-source',
-  'copy-slots',
-  'catch-up',
-  'promote',
-  'resume-source',
-  'drop-inherited-slots',
-  'new-node-slots',
-  'repoint-subscriptions',
-  'source-subscription',
-  'drop-feed-slot',
-  'peer-subscriptions',
-  'wait-streaming',
-]
+const STEPS: string[] = [...STANDBY_STEP_IDS]
 
 const SOURCE_SUBS = ['shop_node2_node1', 'shop_node3_node1']
 

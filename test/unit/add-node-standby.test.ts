@@ -19,6 +19,7 @@ import {
   standbyNames,
   standbyReport,
   standbyStrategy,
+  STANDBY_STEP_IDS,
 } from '../../src/steps/add-node-standby.js'
 
 function configs(): {cfg: Config; full: Config} {
@@ -142,6 +143,7 @@ describe('add-node standby: steps and SQL', () => {
       'peer-subscriptions',
       'wait-streaming',
     ])
+    assert.deepEqual(steps.map(s => s.id), [...STANDBY_STEP_IDS])
     const sqlOf = (id: string) => steps.find(s => s.id === id)!.actions.flatMap(a => a.sql.map(q => `[${a.node}] ${q}`))
     assert.deepEqual(sqlOf('source-slot'), ["[s] SELECT pg_create_logical_replication_slot('shop_s_x', 'pgoutput')"])
     assert.deepEqual(sqlOf('pause-source'), ['[s] ALTER SUBSCRIPTION "shop_p_s" DISABLE', '[s] ALTER SUBSCRIPTION "shop_q_s" DISABLE'])
