@@ -101,7 +101,8 @@ export interface CollectOptions {
   sampleMs: number
 }
 
-async function readSequences(c: NodeConn, cfg: Config, schemas: string[], names: string[]): Promise<SequenceFact[]> {
+/** The sequences that feed columns of the replicated tables on one node, with their next values. */
+export async function readSequences(c: NodeConn, cfg: Config, schemas: string[], names: string[]): Promise<SequenceFact[]> {
   const rows = await c.query<{ord: string; column: string; seq_schema: string; seq_name: string; increment: string; min_value: string; max_value: string}>(
     SEQUENCES_SQL,
     [schemas, names],

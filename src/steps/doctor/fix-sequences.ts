@@ -14,7 +14,7 @@ import {escapeIdentifier} from '../../db/quote.js'
 import {groupSequences, residues, strideFor, type SequenceGroup} from './checks/sequences.js'
 import type {DoctorInput} from './types.js'
 
-const MARGIN_STRIDES = 1000n
+export const MARGIN_STRIDES = 1000n
 
 export interface SequencePlan {
   table: string
@@ -24,7 +24,7 @@ export interface SequencePlan {
   nodes: Array<{node: string; sequence: string; residue: number; restartWith: string}>
 }
 
-async function columnMax(cluster: Cluster, node: string, g: SequenceGroup): Promise<bigint | null> {
+export async function columnMax(cluster: Cluster, node: string, g: Pick<SequenceGroup, 'qualified' | 'column'>): Promise<bigint | null> {
   const r = await cluster.node(node).one<{m: string | null}>(`SELECT pg_catalog.max(${escapeIdentifier(g.column)})::pg_catalog.text AS m FROM ${g.qualified}`)
   return r?.m === null || r?.m === undefined ? null : BigInt(r.m)
 }
@@ -94,7 +94,7 @@ function staggerAction(p: SequencePlan, n: SequencePlan['nodes'][number], g: {qu
     async run(ctx) {
       const target = BigInt(n.restartWith)
       const {next} = await nextValue(ctx.cluster, n.node, n.sequence)
-      const m = await columnMax(ctx.cluster, n.node, {qualified: g.qualified, column: g.column} as SequenceGroup)
+      const m = await columnMax(ctx.cluster, n.node, g)
       if (next > target || (m !== null && m >= target)) {
         throw new MmliteError(`${n.sequence} on ${n.node} has moved past the planned restart value ${n.restartWith} since the plan was made`, {
           code: ExitCode.Failed,
