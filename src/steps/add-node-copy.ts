@@ -73,11 +73,9 @@
  * X must not take client writes until add-node has finished: a write before its slots exist
  * would never reach the other nodes.
  */
-import {Transform} from 'node:stream'
-import {pipeline} from 'node:stream/promises'
 import pg from 'pg'
-import {to as copyTo, from as copyFrom} from 'pg-copy-streams'
 import type {StepContext, Action, Step} from '../engine/types.js'
+import {copyDataAction, type TableCopyReport} from './add-node/copy-data.js'
 import {unfinishedValues, type AddNodeContext, type StrategyModule} from './add-node-context.js'
 import type {Problem} from './preflight.js'
 import {
@@ -101,10 +99,9 @@ import {
 import {escapeIdentifier as qi, escapeLiteral as ql} from '../db/quote.js'
 import {compareLsn} from '../db/lsn.js'
 import {enableDisabled, waitWorkersGone, type PausedSub, type PauseRecord} from './pause.js'
-import type {TableName} from '../config/tables.js'
 import {MmliteError, ExitCode, errorMessage} from '../errors.js'
 import {pollUntil, sleep} from '../util/poll.js'
-import {formatBytes, formatSeconds} from '../util/text.js'
+import {formatSeconds} from '../util/text.js'
 
 export const COPY_STEP_IDS = [
   'prepare',
@@ -122,6 +119,8 @@ export const COPY_STEP_IDS = [
 
 // ------------------------------------------------------------------------------ journal values
 
+export type {TableCopyReport} from './add-node/copy-data.js'
+
 export interface CopyAttempt {
   attempt: number
   state: 'paused' | 'snapshot' | 'done'
@@ -132,12 +131,6 @@ export interface CopyAttempt {
   tables?: TableCopyReport[]
 }
 
-export interface TableCopyReport {
-  table: string
-  rows: number
-  bytes: number
-  ms: number
-}
 
 /** What a copy run keeps in the journal (operation `add-node:<X>`). */
 export interface CopyValues {
@@ -369,25 +362,17 @@ function buildSteps(a: AddNodeContext): Step[] {
     },
   }
 
-  const copy: Action = {
-    node: X,
-    label: `copy ${a.cfg.tables.length} table(s) ${S}→${X} inside the snapshot (${Math.max(1, Math.min(a.jobs, a.cfg.tables.length))} in parallel)`,
-    sql: [
-      `TRUNCATE ${a.cfg.tables.map(t => t.qualified).join(', ')}   -- on ${X}, session_replication_role = replica`,
-      ...a.cfg.tables.map(t => `COPY ${t.qualified} TO STDOUT (on ${S}) | COPY ${t.qualified} FROM STDIN (on ${X})`),
-    ],
-    check: async () => copyDone(),
-    run: async c => {
-      if (l.phase !== PHASE.snapshot) throw new MmliteError('internal: no snapshot of the source in this run', {code: ExitCode.Failed})
-      try {
-        const tables = await copyTables(a, c, l)
-        await jset(a, 'copy', cur => ({...cur.copy!, state: 'done', tables}))
-        l.phase = PHASE.done
-      } finally {
-        await closeAll(l)
-      }
+  const copy = copyDataAction(a, {
+    live: l,
+    openSession: name => openSession(a, name),
+    ready: () => l.phase === PHASE.snapshot,
+    done: copyDone,
+    finish: async tables => {
+      await jset(a, 'copy', cur => ({...cur.copy!, state: 'done', tables}))
+      l.phase = PHASE.done
     },
-  }
+    close: () => closeAll(l),
+  })
 
   const subscribePeers: Action[] = a.others.map(p => {
     const e = edge(p, X)
@@ -514,119 +499,6 @@ async function createSlotWatched(
   const row = res.rows[0] as {slot_name: string; consistent_point: string; snapshot_name: string; output_plugin: string}
   if (!row?.snapshot_name) throw new MmliteError(`node ${a.source}: CREATE_REPLICATION_SLOT returned no snapshot`, {code: ExitCode.Failed})
   return row
-}
-
-// ------------------------------------------------------------------------------ the copy
-
-interface TableInfo {
-  t: TableName
-  cols: string[]
-  partitioned: boolean
-  estBytes: number
-  estRows: number
-}
-
-const TABLE_INFO_SQL = `SELECT c.relkind::text AS relkind,
-       (SELECT json_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a
-         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS cols,
-       (SELECT coalesce(sum(pg_relation_size(pt.relid)), 0)::float8 FROM pg_partition_tree(c.oid) pt) AS est_bytes,
-       (SELECT coalesce(sum(greatest(pc.reltuples, 0)), 0)::float8 FROM pg_partition_tree(c.oid) pt JOIN pg_class pc ON pc.oid = pt.relid) AS est_rows
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname = $1 AND c.relname = $2`
-
-interface Progress {
-  table: string
-  rows: number
-  bytes: number
-  est: number
-  done: boolean
-  t0: number
-  ms: number
-}
-
-function countNewlines(b: Buffer): number {
-  let n = 0
-  for (let i = b.indexOf(10); i !== -1; i = b.indexOf(10, i + 1)) n++
-  return n
-}
-
-async function copyTables(a: AddNodeContext, c: StepContext, l: Live): Promise<TableCopyReport[]> {
-  const reader0 = l.readers[0]
-  // table definitions as the snapshot sees them
-  const infos: TableInfo[] = []
-  for (const t of a.cfg.tables) {
-    const r = (await reader0.query<{relkind: string; cols: string[] | null; est_bytes: number; est_rows: number}>(TABLE_INFO_SQL, [t.schema, t.name])).rows[0]
-    if (!r) throw new MmliteError(`node ${a.source}: table ${t.display} does not exist`, {code: ExitCode.Failed})
-    infos.push({t, cols: r.cols ?? [], partitioned: r.relkind === 'p', estBytes: Number(r.est_bytes), estRows: Number(r.est_rows)})
-  }
-  for (let i = 0; i < l.readers.length; i++) {
-    const w = await openSession(a, a.x.name)
-    l.writers.push(w)
-    // like the apply worker: no user triggers, no FK checks (tables are filled in any order)
-    await w.query('SET session_replication_role = replica')
-  }
-  // a previous attempt may have copied part of the data: start from empty tables
-  await l.writers[0].query(`TRUNCATE ${a.cfg.tables.map(t => t.qualified).join(', ')}`)
-
-  const progress: Progress[] = infos.map(i => ({table: i.t.display, rows: 0, bytes: 0, est: i.estBytes, done: false, t0: 0, ms: 0}))
-  const queue = infos.map((info, idx) => ({info, idx})).sort((x, y) => y.info.estBytes - x.info.estBytes)
-  const start = Date.now()
-  const show = () => {
-    const bytes = progress.reduce((s, p) => s + p.bytes, 0)
-    const est = progress.reduce((s, p) => s + Math.max(p.est, p.bytes), 0)
-    const secs = (Date.now() - start) / 1000
-    const rate = secs > 0 ? bytes / secs : 0
-    const eta = rate > 0 && est > bytes ? formatSeconds((est - bytes) / rate) : '-'
-    const per = progress
-      .filter(p => p.t0 > 0)
-      .map(p => `${p.table} ${p.rows} rows ${formatBytes(p.bytes)}${p.done ? ' ✔' : p.est > 0 ? ` (~${Math.min(99, Math.round((100 * p.bytes) / p.est))}%)` : ''}`)
-    c.progress(`copied ${formatBytes(bytes)} of ~${formatBytes(est)} at ${formatBytes(Math.round(rate))}/s, ETA ${eta}: ${per.join('; ')}`)
-  }
-  const ticker = setInterval(show, 500)
-  try {
-    await Promise.all(
-      l.readers.map(async (reader, i) => {
-        const writer = l.writers[i]
-        for (let job = queue.shift(); job; job = queue.shift()) {
-          const {info, idx} = job
-          const p = progress[idx]
-          p.t0 = Date.now()
-          const cols = info.cols.map(qi).join(', ')
-          const from = `${info.partitioned ? '' : 'ONLY '}${info.t.qualified}`
-          await writer.query('BEGIN')
-          const src = reader.query(copyTo(`COPY (SELECT ${cols} FROM ${from}) TO STDOUT`))
-          const dst = writer.query(copyFrom(`COPY ${info.t.qualified} (${cols}) FROM STDIN`))
-          const counter = new Transform({
-            transform(chunk: Buffer, _enc, cb) {
-              p.bytes += chunk.length
-              p.rows += countNewlines(chunk)
-              cb(null, chunk)
-            },
-          })
-          try {
-            await pipeline(src, counter, dst)
-          } catch (e) {
-            throw new MmliteError(`copying ${info.t.display} ${a.source}→${a.x.name} failed: ${errorMessage(e)}`, {
-              code: ExitCode.Failed,
-              suggestions: ['Re-run the command: the copy starts over with a fresh snapshot.'],
-            })
-          }
-          await writer.query('COMMIT')
-          p.done = true
-          p.ms = Date.now() - p.t0
-          // fault injection for the resume tests: die with part of the tables copied
-          if (process.env.MMLITE_FAULT_KILL_AFTER === 'copy:first-table') process.kill(process.pid, 'SIGKILL')
-        }
-      }),
-    )
-  } finally {
-    clearInterval(ticker)
-  }
-  show()
-  for (const r of l.readers) await r.query('COMMIT').catch(() => {})
-  const total = progress.reduce((s, p) => s + p.rows, 0)
-  c.note(`copied ${total} rows (${formatBytes(progress.reduce((s, p) => s + p.bytes, 0))}) in ${formatSeconds((Date.now() - start) / 1000)}: ${progress.map(p => `${p.table} ${p.rows}`).join(', ')}`)
-  return progress.map(p => ({table: p.table, rows: p.rows, bytes: p.bytes, ms: p.ms}))
 }
 
 // ------------------------------------------------------------------------------ preflight
