@@ -111,7 +111,8 @@ export async function runSteps(steps: Step[], base: BaseContext, opts: RunOption
         const now = Date.now()
         if (now - last >= 2000) {
           last = now
-          write(`  … ${t}`)
+          // one line per report (a TTY shows multi-line progress as several lines)
+          write(`  … ${t.replace(/\n/g, ' | ')}`)
         }
       },
       note: t => opts.mode !== 'silent' && write(`  ! ${t}`),

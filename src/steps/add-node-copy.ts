@@ -75,7 +75,7 @@
  */
 import pg from 'pg'
 import type {StepContext, Action, Step} from '../engine/types.js'
-import {copyDataAction, type TableCopyReport} from './add-node/copy-data.js'
+import {copyDataAction, copyPreflight, copySessions, type TableCopyReport} from './add-node/copy-data.js'
 import {unfinishedValues, type AddNodeContext, type StrategyModule} from './add-node-context.js'
 import type {Problem} from './preflight.js'
 import {
@@ -291,7 +291,7 @@ function buildSteps(a: AddNodeContext): Step[] {
       // a slot S→X left by an attempt whose copy did not finish: its snapshot is gone
       await dropStaleSourceSlot(a, c, sx)
       // sessions first, so that the pause is as short as possible
-      const k = Math.max(1, Math.min(a.jobs, a.cfg.tables.length))
+      const k = copySessions(a)
       l.repl = await openSession(a, S, true)
       for (let i = 0; i < k; i++) l.readers.push(await openSession(a, S))
       const state = await S_.query<{subname: string; enabled: boolean; workers: number}>(SUBSCRIPTION_WORKERS_SQL, [sourceSubs])
@@ -614,6 +614,9 @@ async function preflight(a: AddNodeContext): Promise<Problem[]> {
       }
     }
   }
+
+  // the load would run code of other roles as the admin (copy-speed: add-node/copy-data.ts)
+  if (!done) problems.push(...(await copyPreflight(a)))
 
   if (!done) {
     // S must be a streaming member: every P→S subscription enabled, every slot P→S there

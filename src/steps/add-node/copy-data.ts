@@ -1,25 +1,48 @@
 /**
  * The `copy` step of add-node --strategy copy: every replicated table S→X inside the snapshot
  * exported with slot S→X (see the argument at the top of ../add-node-copy.ts, whose guarantees
- * this step keeps). The sessions on S have already imported the snapshot (step source-snapshot);
- * this step opens the sessions on X, empties X's tables and streams each table through.
+ * this step keeps: every reader on S has imported that one snapshot, so X receives exactly the
+ * rows committed before the slot's consistent point). The sessions on S were opened and put
+ * into the snapshot by step source-snapshot; this step opens the sessions on X and streams
+ * each table through (the biggest first, K tables at a time).
+ *
+ * Exactness of the values: binary COPY where both ends read the same bytes the same way, else
+ * text COPY under pinned settings (copy-plan.ts). The row count read on S (COPY command tag)
+ * must equal the row count loaded on X, or the copy fails.
+ * No code of a table owner runs as the admin: copy-guard.ts.
+ * Speed: COPY of the table, not of a query; no per-row work in Node (streams piped; rows from the
+ * command tags and pg_stat_progress_copy); per table one transaction that truncates, loads with
+ * FREEZE and rebuilds secondary indexes after the load where that is exact (copy-plan.ts).
  */
-import {Transform} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 import type pg from 'pg'
 import {to as copyTo, from as copyFrom} from 'pg-copy-streams'
 import type {StepContext, Action} from '../../engine/types.js'
 import type {AddNodeContext} from '../add-node-context.js'
-import {escapeIdentifier as qi} from '../../db/quote.js'
-import type {TableName} from '../../config/tables.js'
 import {MmliteError, ExitCode, errorMessage} from '../../errors.js'
-import {formatBytes, formatSeconds} from '../../util/text.js'
+import type {Problem} from '../preflight.js'
+import {
+  afterLoadSql,
+  beforeLoadSql,
+  copyInSql,
+  copyOutSql,
+  pinSql,
+  planTable,
+  SOURCE_TABLE_SQL,
+  TARGET_TABLE_SQL,
+  type SourceTable,
+  type TablePlan,
+  type TargetTable,
+} from './copy-plan.js'
+import {findOwnerCode, ownerCodeMessage} from './copy-guard.js'
+import {formatProgress, formatSummary, type TableProgress} from './copy-progress.js'
 
 export interface TableCopyReport {
   table: string
   rows: number
   bytes: number
   ms: number
+  format?: string
 }
 
 /** Sessions of the run: on S inside the imported snapshot (readers), on X (writers, opened here). */
@@ -43,15 +66,25 @@ export interface CopyDataDeps {
   close(): Promise<void>
 }
 
+/** How many sessions on S the copy uses (the procedure opens them before the pause). */
+export function copySessions(a: AddNodeContext): number {
+  return Math.max(1, Math.min(a.jobs, a.cfg.tables.length))
+}
+
 export function copyDataAction(a: AddNodeContext, d: CopyDataDeps): Action {
   const X = a.x.name
   const S = a.source
+  const all = a.cfg.tables.map(t => t.qualified).join(', ')
   return {
     node: X,
-    label: `copy ${a.cfg.tables.length} table(s) ${S}→${X} inside the snapshot (${Math.max(1, Math.min(a.jobs, a.cfg.tables.length))} in parallel)`,
+    label: `copy ${a.cfg.tables.length} table(s) ${S}→${X} inside the snapshot (${copySessions(a)} in parallel)`,
     sql: [
-      `TRUNCATE ${a.cfg.tables.map(t => t.qualified).join(', ')}   -- on ${X}, session_replication_role = replica`,
-      ...a.cfg.tables.map(t => `COPY ${t.qualified} TO STDOUT (on ${S}) | COPY ${t.qualified} FROM STDIN (on ${X})`),
+      `${pinSql()}   -- every copy session on ${S} and ${X}; on ${X} also SET session_replication_role = replica`,
+      `BEGIN; LOCK TABLE ${all} IN ACCESS EXCLUSIVE MODE; <refuse code of other roles that the load would run>; TRUNCATE ${all}; COMMIT   -- on ${X}`,
+      ...a.cfg.tables.map(
+        t =>
+          `BEGIN; LOCK TABLE ${t.qualified}; [TRUNCATE ONLY ${t.qualified}; DROP INDEX <secondary>]; COPY ${t.qualified} (<columns>) FROM STDIN (FORMAT binary|text[, FREEZE true]) (on ${X}) ← COPY ${t.qualified} (<columns>) TO STDOUT (FORMAT binary|text) (on ${S}); [CREATE INDEX <as before>]; COMMIT`,
+      ),
     ],
     check: async () => d.done(),
     run: async c => {
@@ -66,100 +99,120 @@ export function copyDataAction(a: AddNodeContext, d: CopyDataDeps): Action {
   }
 }
 
-interface TableInfo {
-  t: TableName
-  cols: string[]
-  partitioned: boolean
-  estBytes: number
-  estRows: number
+/** Preflight of the copy on X (read-only): code of other roles the load would run as the admin. */
+export async function copyPreflight(a: AddNodeContext): Promise<Problem[]> {
+  const X = a.x.name
+  const s = await a.cluster.node(X).newSession('mmlite add-node copy preflight')
+  try {
+    const code = await findOwnerCode(s, a.cfg.tables)
+    return code.length ? [{node: X, check: 'owner code', ...ownerCodeMessage(X, code)}] : []
+  } finally {
+    await s.end().catch(() => {})
+  }
 }
 
-const TABLE_INFO_SQL = `SELECT c.relkind::text AS relkind,
-       (SELECT json_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a
-         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS cols,
-       (SELECT coalesce(sum(pg_relation_size(pt.relid)), 0)::float8 FROM pg_partition_tree(c.oid) pt) AS est_bytes,
-       (SELECT coalesce(sum(greatest(pc.reltuples, 0)), 0)::float8 FROM pg_partition_tree(c.oid) pt JOIN pg_class pc ON pc.oid = pt.relid) AS est_rows
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname = $1 AND c.relname = $2`
-
-interface Progress {
-  table: string
-  rows: number
-  bytes: number
-  est: number
-  done: boolean
-  t0: number
-  ms: number
-}
-
-function countNewlines(b: Buffer): number {
-  let n = 0
-  for (let i = b.indexOf(10); i !== -1; i = b.indexOf(10, i + 1)) n++
-  return n
+function refuseOwnerCode(X: string, code: Awaited<ReturnType<typeof findOwnerCode>>): MmliteError {
+  const m = ownerCodeMessage(X, code)
+  return new MmliteError(`node ${X}: ${m.message}`, {code: ExitCode.Failed, suggestions: [m.fix]})
 }
 
 async function copyTables(a: AddNodeContext, c: StepContext, l: CopySessions, openSession: (node: string) => Promise<pg.Client>): Promise<TableCopyReport[]> {
+  const X = a.x.name
+  const S = a.source
   const reader0 = l.readers[0]
-  // table definitions as the snapshot sees them
-  const infos: TableInfo[] = []
-  for (const t of a.cfg.tables) {
-    const r = (await reader0.query<{relkind: string; cols: string[] | null; est_bytes: number; est_rows: number}>(TABLE_INFO_SQL, [t.schema, t.name])).rows[0]
-    if (!r) throw new MmliteError(`node ${a.source}: table ${t.display} does not exist`, {code: ExitCode.Failed})
-    infos.push({t, cols: r.cols ?? [], partitioned: r.relkind === 'p', estBytes: Number(r.est_bytes), estRows: Number(r.est_rows)})
-  }
+  for (const r of l.readers) await r.query(pinSql([['row_security', 'off']]))
   for (let i = 0; i < l.readers.length; i++) {
-    const w = await openSession(a.x.name)
+    const w = await openSession(X)
     l.writers.push(w)
     // like the apply worker: no user triggers, no FK checks (tables are filled in any order)
-    await w.query('SET session_replication_role = replica')
+    await w.query(`SET session_replication_role = replica; ${pinSql([['maintenance_work_mem', '128MB']])}`)
   }
-  // a previous attempt may have copied part of the data: start from empty tables
-  await l.writers[0].query(`TRUNCATE ${a.cfg.tables.map(t => t.qualified).join(', ')}`)
+  const w0 = l.writers[0]
+  const sameMajor = Math.floor((a.versions.get(S) ?? 0) / 10000) === Math.floor((a.versions.get(X) ?? 1) / 10000)
+  const plans: TablePlan[] = []
+  for (const t of a.cfg.tables) {
+    const s = (await reader0.query<{relkind: string; cols: SourceTable['cols'] | null; est_bytes: number; est_rows: number}>(SOURCE_TABLE_SQL, [t.schema, t.name])).rows[0]
+    if (!s) throw new MmliteError(`node ${S}: table ${t.display} does not exist`, {code: ExitCode.Failed})
+    const x = (await w0.query<{oid: string; relkind: string; types: Record<string, string>; referenced: boolean; indexes: TargetTable['indexes'] | null}>(TARGET_TABLE_SQL, [t.schema, t.name])).rows[0]
+    if (!x) throw new MmliteError(`node ${X}: table ${t.display} does not exist`, {code: ExitCode.Failed})
+    const src: SourceTable = {relkind: s.relkind, cols: s.cols ?? [], estBytes: Number(s.est_bytes), estRows: Number(s.est_rows)}
+    const dst: TargetTable = {oid: Number(x.oid), relkind: x.relkind, types: x.types ?? {}, referenced: x.referenced, indexes: x.indexes ?? []}
+    plans.push(planTable(t, src, dst, sameMajor))
+  }
+  for (const p of plans) if (!p.binary) c.note(`${p.t.display}: text COPY with pinned settings (${p.textReason})`)
 
-  const progress: Progress[] = infos.map(i => ({table: i.t.display, rows: 0, bytes: 0, est: i.estBytes, done: false, t0: 0, ms: 0}))
-  const queue = infos.map((info, idx) => ({info, idx})).sort((x, y) => y.info.estBytes - x.info.estBytes)
-  const start = Date.now()
-  const show = () => {
-    const bytes = progress.reduce((s, p) => s + p.bytes, 0)
-    const est = progress.reduce((s, p) => s + Math.max(p.est, p.bytes), 0)
-    const secs = (Date.now() - start) / 1000
-    const rate = secs > 0 ? bytes / secs : 0
-    const eta = rate > 0 && est > bytes ? formatSeconds((est - bytes) / rate) : '-'
-    const per = progress
-      .filter(p => p.t0 > 0)
-      .map(p => `${p.table} ${p.rows} rows ${formatBytes(p.bytes)}${p.done ? ' ✔' : p.est > 0 ? ` (~${Math.min(99, Math.round((100 * p.bytes) / p.est))}%)` : ''}`)
-    c.progress(`copied ${formatBytes(bytes)} of ~${formatBytes(est)} at ${formatBytes(Math.round(rate))}/s, ETA ${eta}: ${per.join('; ')}`)
+  // a previous attempt may have copied part of the data: start from empty tables, after
+  // checking, under the locks, that no other role's code would run during the load
+  await w0.query('BEGIN')
+  await w0.query(`LOCK TABLE ${a.cfg.tables.map(t => t.qualified).join(', ')} IN ACCESS EXCLUSIVE MODE`)
+  const code = await findOwnerCode(w0, a.cfg.tables)
+  if (code.length) {
+    await w0.query('ROLLBACK')
+    throw refuseOwnerCode(X, code)
   }
-  const ticker = setInterval(show, 500)
+  await w0.query(`TRUNCATE ${a.cfg.tables.map(t => t.qualified).join(', ')}`)
+  await w0.query('COMMIT')
+
+  const progress: TableProgress[] = plans.map(p => ({table: p.t.display, estBytes: p.estBytes, estRows: p.estRows, bytes: 0, rows: 0, done: false, t0: 0, ms: 0, format: p.binary ? 'binary' : 'text'}))
+  const queue = plans.map((plan, idx) => ({plan, idx})).sort((x, y) => y.plan.estBytes - x.plan.estBytes)
+  const start = Date.now()
+  const show = () => c.progress(formatProgress(progress, Date.now() - start))
+  // rows while a table loads (14+): pg_stat_progress_copy of the writers on X
+  const monitor = (a.versions.get(X) ?? 0) >= 140000 ? await openSession(X).catch(() => undefined) : undefined
+  let polling = false
+  const poll = async () => {
+    if (!monitor || polling) return
+    polling = true
+    try {
+      const rows = await monitor.query<{relid: string; n: string}>(
+        'SELECT relid::pg_catalog.int8::pg_catalog.text AS relid, tuples_processed::pg_catalog.text AS n FROM pg_catalog.pg_stat_progress_copy WHERE pid = ANY($1::pg_catalog.int4[])',
+        [l.writers.map(w => (w as unknown as {processID: number}).processID)],
+      )
+      for (const r of rows.rows) {
+        const i = plans.findIndex(p => String(p.targetOid) === r.relid)
+        if (i >= 0 && !progress[i].done) progress[i].rows = Number(r.n)
+      }
+    } catch {
+      /* progress only */
+    } finally {
+      polling = false
+    }
+  }
+  show()
+  const ticker = setInterval(() => {
+    void poll().then(show)
+  }, 1000)
   try {
     await Promise.all(
       l.readers.map(async (reader, i) => {
         const writer = l.writers[i]
         for (let job = queue.shift(); job; job = queue.shift()) {
-          const {info, idx} = job
+          const {plan, idx} = job
           const p = progress[idx]
           p.t0 = Date.now()
-          const cols = info.cols.map(qi).join(', ')
-          const from = `${info.partitioned ? '' : 'ONLY '}${info.t.qualified}`
-          await writer.query('BEGIN')
-          const src = reader.query(copyTo(`COPY (SELECT ${cols} FROM ${from}) TO STDOUT`))
-          const dst = writer.query(copyFrom(`COPY ${info.t.qualified} (${cols}) FROM STDIN`))
-          const counter = new Transform({
-            transform(chunk: Buffer, _enc, cb) {
-              p.bytes += chunk.length
-              p.rows += countNewlines(chunk)
-              cb(null, chunk)
-            },
-          })
           try {
-            await pipeline(src, counter, dst)
+            await writer.query('BEGIN')
+            for (const q of beforeLoadSql(plan)) await writer.query(q)
+            const code = await findOwnerCode(writer, [plan.t])
+            if (code.length) throw refuseOwnerCode(X, code)
+            const src = reader.query(copyTo(copyOutSql(plan)))
+            const dst = writer.query(copyFrom(copyInSql(plan)))
+            const piped = pipeline(src, dst)
+            // after pipeline attached: bytes for the progress line, one addition per chunk
+            src.on('data', (chunk: Buffer) => (p.bytes += chunk.length))
+            await piped
+            if (src.rowCount !== dst.rowCount) throw new Error(`read ${src.rowCount} rows on ${S} but loaded ${dst.rowCount} on ${X}`)
+            p.rows = dst.rowCount
+            for (const q of afterLoadSql(plan)) await writer.query(q)
+            await writer.query('COMMIT')
           } catch (e) {
-            throw new MmliteError(`copying ${info.t.display} ${a.source}→${a.x.name} failed: ${errorMessage(e)}`, {
+            await writer.query('ROLLBACK').catch(() => {})
+            if (e instanceof MmliteError) throw e
+            throw new MmliteError(`copying ${plan.t.display} ${S}→${X} failed: ${errorMessage(e)}`, {
               code: ExitCode.Failed,
               suggestions: ['Re-run the command: the copy starts over with a fresh snapshot.'],
             })
           }
-          await writer.query('COMMIT')
           p.done = true
           p.ms = Date.now() - p.t0
           // fault injection for the resume tests: die with part of the tables copied
@@ -169,11 +222,10 @@ async function copyTables(a: AddNodeContext, c: StepContext, l: CopySessions, op
     )
   } finally {
     clearInterval(ticker)
+    await monitor?.end().catch(() => {})
   }
   show()
   for (const r of l.readers) await r.query('COMMIT').catch(() => {})
-  const total = progress.reduce((s, p) => s + p.rows, 0)
-  c.note(`copied ${total} rows (${formatBytes(progress.reduce((s, p) => s + p.bytes, 0))}) in ${formatSeconds((Date.now() - start) / 1000)}: ${progress.map(p => `${p.table} ${p.rows}`).join(', ')}`)
-  return progress.map(p => ({table: p.table, rows: p.rows, bytes: p.bytes, ms: p.ms}))
+  c.note(formatSummary(progress, Date.now() - start))
+  return progress.map(p => ({table: p.table, rows: p.rows, bytes: p.bytes, ms: p.ms, format: p.format}))
 }
-
