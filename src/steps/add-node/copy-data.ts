@@ -16,7 +16,8 @@
  */
 import {pipeline} from 'node:stream/promises'
 import type pg from 'pg'
-import {to as copyTo, from as copyFrom} from 'pg-copy-streams'
+import {from as copyFrom} from 'pg-copy-streams'
+import {copyOut} from './copy-out.js'
 import type {StepContext, Action} from '../../engine/types.js'
 import type {AddNodeContext} from '../add-node-context.js'
 import {MmliteError, ExitCode, errorMessage} from '../../errors.js'
@@ -195,12 +196,14 @@ async function copyTables(a: AddNodeContext, c: StepContext, l: CopySessions, op
             for (const q of beforeLoadSql(plan)) await writer.query(q)
             const code = await findOwnerCode(writer, [plan.t])
             if (code.length) throw refuseOwnerCode(X, code)
-            const src = reader.query(copyTo(copyOutSql(plan)))
+            const src = copyOut(copyOutSql(plan))
+            reader.query(src)
             const dst = writer.query(copyFrom(copyInSql(plan)))
             const piped = pipeline(src, dst)
             // after pipeline attached: bytes for the progress line, one addition per chunk
             src.on('data', (chunk: Buffer) => (p.bytes += chunk.length))
             await piped
+            await src.complete
             if (src.rowCount !== dst.rowCount) throw new Error(`read ${src.rowCount} rows on ${S} but loaded ${dst.rowCount} on ${X}`)
             p.rows = dst.rowCount
             for (const q of afterLoadSql(plan)) await writer.query(q)
