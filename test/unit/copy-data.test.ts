@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict'
 import {parseTableName} from '../../src/config/tables.js'
-import {afterLoadSql, beforeLoadSql, copyInSql, copyOutSql, pinSql, planTable, type SourceTable, type TargetTable} from '../../src/steps/add-node/copy-plan.js'
+import {afterLoadSql, beforeLoadSql, lockSql, copyInSql, copyOutSql, pinSql, planTable, type SourceTable, type TargetTable} from '../../src/steps/add-node/copy-plan.js'
 import {formatProgress, formatSummary, overall, tableFraction, type TableProgress} from '../../src/steps/add-node/copy-progress.js'
 import {ownerCodeMessage} from '../../src/steps/add-node/copy-guard.js'
 
@@ -40,12 +40,13 @@ describe('copy plan: format per table', () => {
     assert.equal(p.freeze, false)
     const r = planTable(t, src(cols), dst({id: 'integer', f: 'double precision'}, {referenced: true}), true)
     assert.equal(r.freeze, false)
-    assert.deepEqual(beforeLoadSql(r), ['LOCK TABLE "public"."vals" IN ACCESS EXCLUSIVE MODE'])
+    assert.deepEqual(beforeLoadSql(r), [])
+    assert.equal(lockSql(r), 'LOCK TABLE "public"."vals" IN ACCESS EXCLUSIVE MODE')
   })
   it('indexes rebuilt with their own definition, tablespace, CLUSTER mark and comment, inside the loading transaction', () => {
     const idx = {name: 'public."Vals t"', index: 'Vals t', def: 'CREATE INDEX "Vals t" ON public.vals USING btree (t) WHERE (id > 0)', tablespace: 'fast', clustered: true, comment: "it's"}
     const p = planTable(t, src(cols), dst({id: 'integer', f: 'double precision'}, {indexes: [idx]}), true)
-    assert.deepEqual(beforeLoadSql(p), ['LOCK TABLE "public"."vals" IN ACCESS EXCLUSIVE MODE', 'TRUNCATE ONLY "public"."vals"', 'DROP INDEX public."Vals t"'])
+    assert.deepEqual(beforeLoadSql(p), ['TRUNCATE ONLY "public"."vals"', 'DROP INDEX public."Vals t"'])
     assert.deepEqual(afterLoadSql(p), [
       "SET LOCAL default_tablespace = 'fast'",
       idx.def,

@@ -27,6 +27,7 @@ import {
   beforeLoadSql,
   copyInSql,
   copyOutSql,
+  lockSql,
   pinSql,
   planTable,
   SOURCE_TABLE_SQL,
@@ -193,9 +194,11 @@ async function copyTables(a: AddNodeContext, c: StepContext, l: CopySessions, op
           p.t0 = Date.now()
           try {
             await writer.query('BEGIN')
-            for (const q of beforeLoadSql(plan)) await writer.query(q)
+            await writer.query(lockSql(plan))
+            // under the lock, before TRUNCATE (whose triggers fire too): the guard again
             const code = await findOwnerCode(writer, [plan.t])
             if (code.length) throw refuseOwnerCode(X, code)
+            for (const q of beforeLoadSql(plan)) await writer.query(q)
             const src = copyOut(copyOutSql(plan))
             reader.query(src)
             const dst = writer.query(copyFrom(copyInSql(plan)))

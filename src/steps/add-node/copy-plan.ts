@@ -161,10 +161,14 @@ export function copyInSql(p: TablePlan): string {
   return `COPY ${p.t.qualified} (${p.cols.map(qi).join(', ')}) FROM STDIN (${formatOpt(p)}${p.freeze ? ', FREEZE true' : ''})`
 }
 
-/** In the loading transaction, before COPY: empty the table (FREEZE needs it), drop the indexes rebuilt afterwards. */
+/** First in the loading transaction: nothing (no trigger) can change on the table until it commits. */
+export function lockSql(p: TablePlan): string {
+  return `LOCK TABLE ${p.t.qualified} IN ACCESS EXCLUSIVE MODE`
+}
+
+/** In the loading transaction, after the lock and the owner-code check, before COPY: empty the table (FREEZE needs it), drop the indexes rebuilt afterwards. */
 export function beforeLoadSql(p: TablePlan): string[] {
   return [
-    `LOCK TABLE ${p.t.qualified} IN ACCESS EXCLUSIVE MODE`,
     ...(p.freeze ? [`TRUNCATE ONLY ${p.t.qualified}`] : []),
     ...p.rebuild.map(i => `DROP INDEX ${i.name}`),
   ]
