@@ -1,6 +1,6 @@
 /** Step: compare one table on every reachable node (shapes, ranges, drill-down to rows). */
 import {errorMessage} from '../../errors.js'
-import {readShape, type TableShape} from './shape.js'
+import {readShape, ShapeError, type TableShape} from './shape.js'
 import {differingRanges, hashRanges, sampleBounds} from './ranges.js'
 import {differingKeys, readRanges} from './rows.js'
 import type {Session} from './session.js'
@@ -17,6 +17,23 @@ function commonColumns(w: TableWork, live: string[]): string[] {
   return first.filter(c => sets.every(s => s.has(c)))
 }
 
+/** One sentence per problem, naming every node that has it. */
+function shapeProblems(live: string[], got: PromiseSettledResult<TableShape>[]): string {
+  const byProblem = new Map<string, {nodes: string[]; hint: string}>()
+  got.forEach((g, i) => {
+    if (g.status === 'fulfilled') return
+    const e = g.reason
+    const problem = e instanceof ShapeError ? e.problem : errorMessage(e)
+    const hint = e instanceof ShapeError ? e.hint : ''
+    const entry = byProblem.get(problem) ?? {nodes: [], hint}
+    entry.nodes.push(live[i])
+    byProblem.set(problem, entry)
+  })
+  return [...byProblem]
+    .map(([p, {nodes, hint}]) => `${p} on node${nodes.length > 1 ? 's' : ''} ${nodes.join(', ')}${hint ? `: ${hint}` : ''}`)
+    .join('; ')
+}
+
 function sameKey(a: TableShape, b: TableShape): boolean {
   return a.key.length === b.key.length && a.key.every((k, i) => k.name === b.key[i].name)
 }
@@ -25,7 +42,10 @@ export async function compareTable(ctx: VerifyContext, w: TableWork, sessions: M
   const live = ctx.live
   const on = <T>(fn: (s: Session, node: string) => Promise<T>) => Promise.all(live.map(n => fn(sessions.get(n)!, n)))
   try {
-    const shapes = await on(s => readShape(s, w.table))
+    const got = await Promise.allSettled(live.map(n => readShape(sessions.get(n)!, w.table)))
+    const failed = live.filter((_, i) => got[i].status === 'rejected')
+    if (failed.length) throw new Error(shapeProblems(live, got))
+    const shapes = got.map(g => (g as PromiseFulfilledResult<TableShape>).value)
     live.forEach((n, i) => w.shapes.set(n, shapes[i]))
     const ref = shapes[0]
     const odd = live.filter((_, i) => !sameKey(ref, shapes[i]))

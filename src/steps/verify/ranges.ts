@@ -14,12 +14,21 @@ const SAMPLE_PER_RANGE = 30
 /** Split the key space in ranges of about blockRows rows, from a sample of the keys of one node. */
 export async function sampleBounds(s: Session, sh: TableShape, blockRows: number): Promise<Bounds> {
   const t = sh.table.qualified
-  let est = Number((await s.q<{n: number}>(`SELECT c.reltuples::pg_catalog.float8 AS n FROM pg_catalog.pg_class c WHERE c.oid = $1::pg_catalog.regclass`, [t]))[0]?.n ?? -1)
+  // the planner's estimate: tuples per page from the last ANALYZE/VACUUM times today's size
+  const st = (await s.q<{tuples: number; relpages: number; pages: number}>(
+    `SELECT c.reltuples::pg_catalog.float8 AS tuples, c.relpages::pg_catalog.float8 AS relpages,
+            (pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::pg_catalog.int8)::pg_catalog.float8 AS pages
+       FROM pg_catalog.pg_class c WHERE c.oid = $1::pg_catalog.regclass`,
+    [t],
+  ))[0]
+  let est = st.tuples > 0 && st.relpages > 0 ? (st.tuples / st.relpages) * Math.max(st.pages, 1) : -1
   if (!(est > 0)) est = Number((await s.q<{n: string}>(`SELECT pg_catalog.count(*) AS n FROM ${t}`))[0].n)
   const ranges = Math.min(MAX_RANGES, Math.ceil(est / blockRows))
   if (ranges <= 1) return []
   const pct = Math.min(100, (100 * ranges * SAMPLE_PER_RANGE) / est)
-  const sample = pct >= 50 ? '' : ` TABLESAMPLE SYSTEM (${pct.toFixed(6)})`
+  // SYSTEM samples whole pages (cheap, but too coarse when few pages would be picked)
+  const method = (pct / 100) * Math.max(st.pages, 1) >= 200 ? 'SYSTEM' : 'BERNOULLI'
+  const sample = pct >= 50 ? '' : ` TABLESAMPLE ${method} (${pct.toFixed(6)})`
   const texts = keyOrderTextExprs(sh)
   const cols = texts.map((e, i) => `${e} AS b${i}`).join(', ')
   const outs = texts.map((_, i) => `s.b${i}`).join(', ')

@@ -46,16 +46,25 @@ const SHAPE_SQL = `SELECT a.attname::pg_catalog.text AS name, pg_catalog.format_
   JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
  WHERE n.nspname = $1::pg_catalog.text AND c.relname = $2::pg_catalog.text AND c.relkind IN ('r', 'p')`
 
-export class ShapeError extends Error {}
+/** A table verify cannot compare on a node: `problem` (without the node) and how to fix it. */
+export class ShapeError extends Error {
+  constructor(
+    readonly problem: string,
+    readonly hint: string,
+    node: string,
+  ) {
+    super(`${problem} on node ${node}${hint ? `: ${hint}` : ''}`)
+  }
+}
 
 export async function readShape(s: Session, table: TableName): Promise<TableShape> {
   const rows = await s.q<{name: string; type: string; typname: string; generated: boolean; identity_always: boolean; keypos: number | null; builtin: boolean}>(SHAPE_SQL, [table.schema, table.name])
-  if (rows.length === 0) throw new ShapeError(`table ${table.display} does not exist on node ${s.node}`)
+  if (rows.length === 0) throw new ShapeError(`table ${table.display} does not exist`, 'create it there (mmlite replicates rows, not DDL)', s.node)
   const key = rows
     .filter(r => r.keypos !== null)
     .sort((a, b) => a.keypos! - b.keypos!)
     .map(r => ({name: r.name, type: r.type, generated: r.generated, identityAlways: r.identity_always, raw: r.builtin && RAW_ORDER.has(r.typname)}))
-  if (key.length === 0) throw new ShapeError(`table ${table.display} has no primary key on node ${s.node}: verify identifies rows by their primary key (add one, e.g. ALTER TABLE ${table.qualified} ADD PRIMARY KEY (...))`)
+  if (key.length === 0) throw new ShapeError(`table ${table.display} has no primary key`, `verify identifies rows by their primary key (add one, e.g. ALTER TABLE ${table.qualified} ADD PRIMARY KEY (...))`, s.node)
   const columns = rows.map(r => ({name: r.name, type: r.type, generated: r.generated, identityAlways: r.identity_always})).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
   return {table, columns, key, indexable: key.every(k => k.raw)}
 }
@@ -110,8 +119,8 @@ export function keyInExpr(sh: TableShape, first: number): string {
 }
 
 /** WHERE text matching exactly one key, with literals (for statements shown and run by repair) */
-export function keyEqualsLiteral(sh: TableShape, key: string[]): string {
-  return sh.key.map((k, i) => `${qi(k.name)} = ${ql(key[i])}::${k.type}`).join(' AND ')
+export function keyEqualsLiteral(sh: TableShape, key: string[], alias = ''): string {
+  return sh.key.map((k, i) => `${alias ? `${alias}.` : ''}${qi(k.name)} = ${ql(key[i])}::${k.type}`).join(' AND ')
 }
 
 /** key values (text) → the column-wise text arrays used as parameters */

@@ -66,6 +66,11 @@ function summarize(ctx: VerifyContext): void {
 }
 
 export async function runVerify(cfg: Config, opts: VerifyOptions, cluster = new Cluster(cfg)): Promise<VerifyResult> {
+  return (await verifyDetailed(cfg, opts, cluster)).result
+}
+
+/** The run's context too: table shapes and every node's version of each divergent row (for repair). */
+export async function verifyDetailed(cfg: Config, opts: VerifyOptions, cluster = new Cluster(cfg)): Promise<VerifyContext> {
   const t0 = Date.now()
   const ctx: VerifyContext = {
     cluster,
@@ -96,5 +101,5 @@ export async function runVerify(cfg: Config, opts: VerifyOptions, cluster = new 
     await Promise.all(ctx.pool.flatMap(p => [...p.values()].map(s => s.close())))
   }
   ctx.result.elapsedMs = Date.now() - t0
-  return ctx.result
+  return ctx
 }
