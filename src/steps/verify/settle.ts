@@ -11,16 +11,33 @@
  * are read again.
  */
 import {edgeName} from '../../cluster/naming.js'
-import {compareLsn} from '../../db/lsn.js'
+import {compareLsn, formatLsn, parseLsn} from '../../db/lsn.js'
 import {sleep} from '../../util/poll.js'
 import type {Session} from './session.js'
 
+/**
+ * The insert position points past the page header when the last record ended exactly at a
+ * page boundary: 24 bytes into a page (short header; no record or continuation ends there),
+ * 40 into the first page of a segment (long header). The decoder never gets past the
+ * boundary on an idle node, so use the boundary.
+ */
+export function recordEnd(lsn: string, blockSize: number, segmentSize: number): string {
+  const v = parseLsn(lsn)
+  const off = v % BigInt(blockSize)
+  if (off === 24n || (off === 40n && v % BigInt(segmentSize) === 40n)) return formatLsn(v - off)
+  return lsn
+}
+
+/** Every node's position: every commit visible now ends at or before it. */
 export async function currentLsns(sessions: Session[]): Promise<Map<string, string>> {
   const out = new Map<string, string>()
   await Promise.all(
     sessions.map(async s => {
-      const r = await s.q<{l: string}>('SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text AS l')
-      out.set(s.node, r[0].l)
+      const r = await s.q<{l: string; b: number; seg: string}>(
+        `SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text AS l, pg_catalog.current_setting('wal_block_size')::pg_catalog.int4 AS b,
+                (SELECT g.setting::pg_catalog.int8 FROM pg_catalog.pg_settings g WHERE g.name = 'wal_segment_size')::pg_catalog.text AS seg`,
+      )
+      out.set(s.node, recordEnd(r[0].l, r[0].b, Number(r[0].seg)))
     }),
   )
   return out
