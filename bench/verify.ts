@@ -51,8 +51,7 @@ async function main(): Promise<void> {
         q(s, `CREATE TABLE public.t (id bigint PRIMARY KEY, a int, b text, c float8, d timestamptz, j jsonb);
               INSERT INTO public.t SELECT g, g % 1000, md5(g::text), g / 7.0, timestamptz '2020-01-01' + g * interval '1 second', jsonb_build_object('g', g)
                 FROM generate_series(1, ${ROWS}) g;
-              VACUUM ANALYZE public.t;
-              CREATE PUBLICATION ${CLUSTER} FOR TABLE public.t`),
+              CREATE PUBLICATION ${CLUSTER} FOR TABLE public.t`).then(() => q(s, 'VACUUM ANALYZE public.t')),
       ),
     )
     for (const [i, to] of servers.entries())

@@ -8,12 +8,12 @@
  * repair must fix them without echo and without touching the source node.
  */
 import assert from 'node:assert/strict'
-import {statSync, readFileSync, readdirSync} from 'node:fs'
+import {statSync, readFileSync} from 'node:fs'
 import path from 'node:path'
-import pg from 'pg'
 import {LocalServer, stopAllStarted} from '../../src/local/server.js'
 import * as h from '../helpers/cluster.js'
 import {WriteLoad} from '../helpers/load.js'
+import {asOrigin, caughtUp, snapshot as snapshotOf} from '../helpers/verify.js'
 import type {VerifyResult} from '../../src/steps/verify/types.js'
 
 const TABLES = ['public.departments', 'public.users', 'public.kinds', 'public.comp', 'public.tk', 'public.uu']
@@ -44,36 +44,7 @@ INSERT INTO public.uu SELECT md5('u' || g)::uuid, 'v' || g FROM generate_series(
 
 type Json = VerifyResult
 
-async function asOrigin(s: LocalServer, stmts: string[]): Promise<void> {
-  await h.withClient(s, async c => {
-    await c.query("SELECT pg_replication_origin_create('test_inject') WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = 'test_inject')")
-    await c.query("SELECT pg_replication_origin_session_setup('test_inject')")
-    for (const q of stmts) await c.query(q)
-    await c.query('SELECT pg_replication_origin_session_reset()')
-  })
-}
-
-/** Every node has applied everything every other node has committed up to now. */
-async function caughtUp(servers: LocalServer[]): Promise<void> {
-  const lsns = await Promise.all(servers.map(s => h.sql<{l: string}>(s, 'SELECT pg_current_wal_lsn()::text AS l').then(r => r[0].l)))
-  await h.waitFor(async () => {
-    for (let i = 0; i < servers.length; i++) {
-      const r = await h.sql<{ok: boolean}>(servers[i], "SELECT bool_and(confirmed_flush_lsn >= $1::pg_lsn) AS ok FROM pg_replication_slots WHERE slot_name LIKE 'shop%'", [lsns[i]])
-      if (!r[0].ok) return false
-    }
-    return true
-  }, 'every link to catch up')
-}
-
-/** xmin + content of every row of every table: a node "not changed" keeps all of them. */
-async function snapshot(s: LocalServer): Promise<string> {
-  const parts: string[] = []
-  for (const t of TABLES) {
-    const r = await h.sql<{x: string}>(s, `SELECT md5(coalesce(string_agg(t.xmin::text || ':' || t::text, '|' ORDER BY t::text), '')) AS x FROM ${t} t`)
-    parts.push(r[0].x)
-  }
-  return parts.join(',')
-}
+const snapshot = (s: LocalServer) => snapshotOf(s, TABLES)
 
 describe('verify and repair: 3-node PostgreSQL 16 mesh', function () {
   this.timeout(600_000)
