@@ -97,17 +97,19 @@ describe('verify and repair: 3-node PostgreSQL 16 mesh', function () {
 
   it('finds exactly every injected divergence, and nothing else', async () => {
     const [n1, n2, n3] = servers
+    // 500 extra rows past the last range bound: a range far bigger than --block-rows, split by key hash
+    await asOrigin(n2, ["INSERT INTO public.users SELECT g, 1, 'bulk', 'n2' FROM generate_series(5000001, 5000500) g"])
     await asOrigin(n2, ["UPDATE public.users SET name = 'diverged' WHERE id = 5", "INSERT INTO public.users VALUES (999999, 1, 'extra', 'n2')", "UPDATE public.kinds SET j = j || '{\"z\": 1}' WHERE id = 4", "UPDATE public.tk SET v = 'other' WHERE k = 'B7'"])
     await asOrigin(n3, ['DELETE FROM public.users WHERE id = 7', "UPDATE public.kinds SET f = '-0' WHERE id = 14", "UPDATE public.comp SET v = 'changed' WHERE a = 2 AND b = 'b15'", "UPDATE public.uu SET v = 'x' WHERE id = md5('u9')::uuid"])
     await asOrigin(n1, ["UPDATE public.kinds SET b = '\\x00'::bytea WHERE id = 6", "UPDATE public.kinds SET f = f + 1e-12 WHERE id = 8"])
     await caughtUp(servers)
-    const {r, j} = await verify('--block-rows', '100')
+    const {r, j} = await verify('--block-rows', '100', '--limit', '100000')
     assert.equal(r.code, 2, r.stdout + r.stderr)
     assert.equal(j.status, 'divergent')
     const found = Object.fromEntries(j.tables.map(t => [t.table, t.divergent.map(d => Object.values(d.key).join('/')).sort()]))
     assert.deepEqual(found, {
       'public.departments': [],
-      'public.users': ['5', '7', '999999'],
+      'public.users': ['5', '7', '999999', ...Array.from({length: 500}, (_, i) => String(5000001 + i))].sort(),
       'public.kinds': ['14', '4', '6', '8'],
       'public.comp': ['2/b15'],
       'public.tk': ['B7'],
@@ -125,11 +127,19 @@ describe('verify and repair: 3-node PostgreSQL 16 mesh', function () {
     const k14 = j.tables.find(t => t.table === 'public.kinds')!.divergent.find(d => d.key.id === '14')!
     assert.equal(k14.versions.node3?.f, '-0')
     assert.equal(k14.versions.node1?.f, 'NaN')
+    // long lists: the first ones printed, all of them in a private file
+    const cut = await verify()
+    assert.equal(cut.j.tables.find(t => t.table === 'public.users')!.divergent.length, 20)
+    assert.ok(cut.j.reportFile)
+    assert.equal(statSync(cut.j.reportFile!).mode & 0o777, 0o600)
+    const full = JSON.parse(readFileSync(cut.j.reportFile!, 'utf8')) as Json
+    assert.equal(full.tables.find(t => t.table === 'public.users')!.divergent.length, 503)
     // human output: a line per key and node, a summary per table
     const human = await h.runCli(['verify', '-c', cfg])
     assert.equal(human.code, 2)
+    assert.match(human.stdout, /public\.users: \.\.\. 483 more divergent row\(s\) in .*verify-.*\.json/)
     assert.match(human.stdout, /public\.users divergent key \(id=7\)\n {2}node1: \(.*name="seed 7".*\)\n {2}node2: .*\n {2}node3: absent/)
-    assert.match(human.stdout, /public\.users: DIVERGENT \(3 divergent, 0 unsettled/)
+    assert.match(human.stdout, /public\.users: DIVERGENT \(503 divergent, 0 unsettled/)
     assert.match(human.stdout, /public\.departments: CONSISTENT/)
   })
 
@@ -155,9 +165,10 @@ describe('verify and repair: 3-node PostgreSQL 16 mesh', function () {
     const j = h.parseJson<{applied: number; skipped: unknown[]; auditFile: string; after: Json; changes: Array<{node: string; table: string; action: string; key: Record<string, string>}>}>(r)
     assert.equal(j.after.status, 'consistent')
     assert.equal(j.skipped.length, 0)
-    assert.equal(j.applied, 12)
+    assert.equal(j.applied, 512)
     assert.ok(j.changes.every(c => c.node !== 'node1'))
-    const acts = j.changes.filter(c => c.table === 'public.users').map(c => `${c.node}:${c.action}:${c.key.id}`).sort()
+    assert.equal(j.changes.filter(c => Number(c.key.id) > 5000000 && c.node === 'node2' && c.action === 'delete').length, 500)
+    const acts = j.changes.filter(c => c.table === 'public.users' && Number(c.key.id) < 5000000).map(c => `${c.node}:${c.action}:${c.key.id}`).sort()
     assert.deepEqual(acts, ['node2:delete:999999', 'node2:update:5', 'node3:insert:7'])
     await caughtUp(servers)
     assert.equal(await snapshot(n1), n1Before, 'node1 changed')

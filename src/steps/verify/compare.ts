@@ -2,7 +2,7 @@
 import {errorMessage} from '../../errors.js'
 import {readShape, ShapeError, type TableShape} from './shape.js'
 import {differingRanges, hashRanges, sampleBounds} from './ranges.js'
-import {differingKeys, readRanges} from './rows.js'
+import {drill} from './drill.js'
 import type {Session} from './session.js'
 import type {TableWork, VerifyContext} from './types.js'
 
@@ -60,8 +60,8 @@ export async function compareTable(ctx: VerifyContext, w: TableWork, sessions: M
     w.report.differingRanges = ranges.length
     if (ranges.length === 0) return
     ctx.opts.progress?.(`${w.table.display}: ${ranges.length} key range(s) differ; reading their rows`)
-    const versions = await on((s, n) => readRanges(s, w.shapes.get(n)!, w.names, bounds, ranges))
-    for (const k of differingKeys(versions)) w.candidates.set(k, versions.map(v => v.get(k)))
+    const onAll = <T>(fn: (s: Session, sh: TableShape) => Promise<T>) => on((s, n) => fn(s, w.shapes.get(n)!))
+    w.candidates = await drill(onAll, ref, w.names, bounds, ranges, sums, ctx.opts.blockRows)
   } catch (e) {
     w.report.status = 'error'
     w.report.error = errorMessage(e)

@@ -5,9 +5,7 @@
  */
 import {escapeIdentifier as qi} from '../../db/quote.js'
 import type {Session} from './session.js'
-import {keyColumnsParams, keyInExpr, keyOrderExpr, keyTextExprs, rowDigestExpr, type TableShape} from './shape.js'
-import {boundsArrayExpr} from './shape.js'
-import {type Bounds} from './ranges.js'
+import {keyColumnsParams, keyInExpr, keyTextExprs, rowDigestExpr, type TableShape} from './shape.js'
 
 export interface RowVersion {
   digest: string
@@ -41,36 +39,10 @@ function collect(sh: TableShape, names: string[], rows: Record<string, unknown>[
   }
 }
 
-/** Every row of the given ranges. Indexable keys: one index range scan per range; else one scan. */
-export async function readRanges(s: Session, sh: TableShape, names: string[], bounds: Bounds, ranges: number[]): Promise<Versions> {
+/** Every row matching `where` (over alias t), as versions. */
+export async function readWhere(s: Session, sh: TableShape, names: string[], where: string, params: unknown[]): Promise<Versions> {
   const out: Versions = new Map()
-  const t = sh.table.qualified
-  const sel = selectList(sh, names, false, false)
-  if (bounds.length === 0) {
-    collect(sh, names, await s.q(`SELECT ${sel} FROM ${t} AS t`), out)
-    return out
-  }
-  if (!sh.indexable) {
-    const p = sh.key.map((_, i) => bounds.map(b => b[i]))
-    const sql = `SELECT ${sel} FROM ${t} AS t WHERE pg_catalog.width_bucket(${keyOrderExpr(sh)}, ${boundsArrayExpr(sh, 1)}) = ANY($${sh.key.length + 1}::pg_catalog.int4[])`
-    collect(sh, names, await s.q(sql, [...p, ranges]), out)
-    return out
-  }
-  const lhs = sh.key.length === 1 ? `t.${qi(sh.key[0].name)}` : `(${sh.key.map(k => `t.${qi(k.name)}`).join(', ')})`
-  const rhs = (first: number) => (sh.key.length === 1 ? `$${first}::${sh.key[0].type}` : `(${sh.key.map((k, i) => `$${first + i}::${k.type}`).join(', ')})`)
-  for (const r of ranges) {
-    const conds: string[] = []
-    const params: string[] = []
-    if (r > 0) {
-      conds.push(`${lhs} >= ${rhs(params.length + 1)}`)
-      params.push(...bounds[r - 1])
-    }
-    if (r < bounds.length) {
-      conds.push(`${lhs} < ${rhs(params.length + 1)}`)
-      params.push(...bounds[r])
-    }
-    collect(sh, names, await s.q(`SELECT ${sel} FROM ${t} AS t WHERE ${conds.join(' AND ')}`, params), out)
-  }
+  collect(sh, names, await s.q(`SELECT ${selectList(sh, names, false, false)} FROM ${sh.table.qualified} AS t WHERE ${where}`, params), out)
   return out
 }
 

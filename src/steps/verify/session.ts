@@ -33,12 +33,16 @@ export interface Session {
 export async function openSession(conn: NodeConn, app = 'mmlite verify'): Promise<Session> {
   const client = await conn.newSession(app)
   await client.query(pinSql())
+  // one query at a time on the session (callers may ask concurrently)
+  let queue: Promise<unknown> = Promise.resolve()
   return {
     node: conn.name,
     client,
     q: async (sql, params = []) => {
+      const run = queue.then(() => client.query(sql, params))
+      queue = run.catch(() => {})
       try {
-        return (await client.query(sql, params)).rows
+        return (await run).rows
       } catch (e) {
         const err = e as Error
         err.message = `node ${conn.name}: ${err.message}`
