@@ -12,7 +12,7 @@
  * and prints clean ÷ baseline (goal ≤ 2.0: three scans on two cores make 1.5 the floor) and
  * divergent ÷ clean (goal ≤ 1.1), with the machine's load average.
  *
- * Usage: node --import tsx/esm bench/verify.ts [--rows 1000000] [--runs 3] [--pg 16] [--block-rows 1000]
+ * Usage: node --import tsx/esm bench/verify.ts [--rows 1000000] [--runs 3] [--pg 16] [--block-rows 250] [--progress]
  */
 import os from 'node:os'
 import {parseArgs} from 'node:util'
@@ -23,7 +23,7 @@ import {parseConfig} from '../src/config/config.js'
 import {edgeName} from '../src/cluster/naming.js'
 import {runVerify} from '../src/steps/verify/verify.js'
 
-const {values: args} = parseArgs({options: {rows: {type: 'string', default: '1000000'}, runs: {type: 'string', default: '3'}, pg: {type: 'string', default: '16'}, 'block-rows': {type: 'string', default: '1000'}}})
+const {values: args} = parseArgs({options: {rows: {type: 'string', default: '1000000'}, runs: {type: 'string', default: '3'}, pg: {type: 'string', default: '16'}, 'block-rows': {type: 'string', default: '250'}, progress: {type: 'boolean', default: false}}})
 const ROWS = Number(args.rows)
 const RUNS = Number(args.runs)
 const MAJOR = Number(args.pg) as PgMajor
@@ -62,7 +62,9 @@ async function main(): Promise<void> {
       }
     const yaml = `cluster: ${CLUSTER}\ntables:\n  - public.t\nnodes:\n${servers.map((s, i) => `  - name: node${i + 1}\n    dsn: ${s.dsn()}\n`).join('')}`
     const cfg = parseConfig(yaml, 'bench.yaml')
-    const opts = {tables: cfg.tables, blockRows: Number(args['block-rows']), jobs: 1, settleRounds: 4, settleTimeoutMs: 60_000}
+    let tv = 0
+    const progress = args.progress ? (l: string) => console.log(`  +${(performance.now() - tv).toFixed(0)} ms ${l}`) : undefined
+    const opts = {tables: cfg.tables, blockRows: Number(args['block-rows']), jobs: 1, settleRounds: 4, settleTimeoutMs: 60_000, progress}
     const timeBaseline = async () => {
       const c = new pg.Client({connectionString: servers[0].dsn()})
       await c.connect()
@@ -74,6 +76,7 @@ async function main(): Promise<void> {
     }
     const timeVerify = async (want: number) => {
       const t0 = performance.now()
+      tv = t0
       const r = await runVerify(cfg, opts)
       const ms = performance.now() - t0
       const found = r.tables[0].divergentCount

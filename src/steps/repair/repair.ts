@@ -3,7 +3,7 @@
  * divergent, without echo.
  *
  *   preflight   every node reachable, --from is a node, --policy newest needs
- *               track_commit_timestamp = on everywhere
+ *               track_commit_timestamp = on everywhere; the cluster lock (not with --dry-run)
  *   verify      the rows that differ for good (unsettled rows are never repaired)
  *   plan        per node: INSERT / UPDATE / DELETE, with a guard per row
  *   apply       (not with --dry-run) under origin mmlite_repair, replica role, small
@@ -11,6 +11,7 @@
  *   re-verify   the same tables: must be consistent
  */
 import {Cluster} from '../../cluster/cluster.js'
+import {ClusterLock} from '../../engine/lock.js'
 import type {Config} from '../../config/config.js'
 import {MmliteError, ExitCode, errorMessage} from '../../errors.js'
 import {verifyDetailed} from '../verify/verify.js'
@@ -68,11 +69,19 @@ async function preflight(cfg: Config, cluster: Cluster, o: RepairOptions): Promi
 
 export async function runRepair(cfg: Config, o: RepairOptions): Promise<RepairResult> {
   const cluster = new Cluster(cfg)
+  let lock: ClusterLock | undefined
   try {
     await preflight(cfg, cluster, o)
+    // not alongside another mutating mmlite run (join, leave, skip-tx, another repair)
+    if (!o.dryRun) lock = await ClusterLock.acquire(cluster, 'repair')
+    return await repairLocked(cfg, o)
   } finally {
+    await lock?.release()
     await cluster.close()
   }
+}
+
+async function repairLocked(cfg: Config, o: RepairOptions): Promise<RepairResult> {
   const ctx = await verifyDetailed(cfg, {...o, commitTs: o.policy === 'newest'})
   const errors = ctx.result.tables.filter(t => t.status === 'error')
   if (errors.length || ctx.live.length < cfg.nodes.length) {

@@ -43,6 +43,20 @@ export function rangeFilter(sh: TableShape, bounds: Bounds, r: number | number[]
   return {where: conds.join(' AND '), params}
 }
 
+/** Rows of ranges 0 < r < bounds.length: a list of [lo, hi) joined laterally to index range scans. */
+async function readInnerRanges(s: Session, sh: TableShape, names: string[], bounds: Bounds, ranges: number[]): Promise<Versions> {
+  const n = sh.key.length
+  const lo = sh.key.map((_, i) => ranges.map(r => bounds[r - 1][i]))
+  const hi = sh.key.map((_, i) => ranges.map(r => bounds[r][i]))
+  const cols = sh.key.flatMap((_, i) => [`l${i}`, `h${i}`])
+  const arrays = sh.key.flatMap((_, i) => [`pg_catalog.unnest($${2 * i + 1}::pg_catalog.text[])`, `pg_catalog.unnest($${2 * i + 2}::pg_catalog.text[])`])
+  const lhs = n === 1 ? `t.${qi(sh.key[0].name)}` : `(${sh.key.map(k => `t.${qi(k.name)}`).join(', ')})`
+  const side = (p: string) => (n === 1 ? `r.${p}0::${sh.key[0].type}` : `(${sh.key.map((k, i) => `r.${p}${i}::${k.type}`).join(', ')})`)
+  const where = `${lhs} >= ${side('l')} AND ${lhs} < ${side('h')}`
+  const params = sh.key.flatMap((_, i) => [lo[i], hi[i]])
+  return readWhere(s, sh, names, where, params, `ROWS FROM (${arrays.join(', ')}) AS r(${cols.join(', ')}) CROSS JOIN LATERAL`)
+}
+
 const pieceExpr = (sh: TableShape, pieces: number) =>
   `((pg_catalog.hashtext(ROW(${sh.key.map(k => `t.${qi(k.name)}`).join(', ')})::pg_catalog.text) & 2147483647) % ${pieces})`
 
@@ -71,7 +85,12 @@ export async function drill(on: OnAll, ref: TableShape, names: string[], bounds:
   const big = ranges.filter(r => size(r) > SPLIT_ABOVE * blockRows)
   const small = ranges.filter(r => !big.includes(r))
   if (small.length && !ref.indexable) add(await on((s, sh) => readWhere(s, sh, names, rangeFilter(sh, bounds, small).where, rangeFilter(sh, bounds, small).params)))
-  else for (const r of small) add(await on((s, sh) => readWhere(s, sh, names, rangeFilter(sh, bounds, r).where, rangeFilter(sh, bounds, r).params)))
+  else if (small.length) {
+    // the inner ranges in one query (an index range scan each), the open-ended ones alone
+    const inner = small.filter(r => r > 0 && r < bounds.length)
+    if (inner.length) add(await on((s, sh) => readInnerRanges(s, sh, names, bounds, inner)))
+    for (const r of small.filter(x => !inner.includes(x))) add(await on((s, sh) => readWhere(s, sh, names, rangeFilter(sh, bounds, r).where, rangeFilter(sh, bounds, r).params)))
+  }
   for (const r of big) add(await readSplit(on, names, rangeFilter(ref, bounds, r), Math.min(MAX_PIECES, Math.ceil(size(r) / blockRows))))
   return out
 }

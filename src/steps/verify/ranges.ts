@@ -10,6 +10,8 @@ export type Bounds = string[][]
 
 export const MAX_RANGES = 100_000
 const SAMPLE_PER_RANGE = 30
+/** keys sampled at most: ranges of uneven size cost nothing but a little drill-down */
+const MAX_SAMPLE = 50_000
 
 /** Split the key space in ranges of about blockRows rows, from a sample of the keys of one node. */
 export async function sampleBounds(s: Session, sh: TableShape, blockRows: number): Promise<Bounds> {
@@ -25,7 +27,7 @@ export async function sampleBounds(s: Session, sh: TableShape, blockRows: number
   if (!(est > 0)) est = Number((await s.q<{n: string}>(`SELECT pg_catalog.count(*) AS n FROM ${t}`))[0].n)
   const ranges = Math.min(MAX_RANGES, Math.ceil(est / blockRows))
   if (ranges <= 1) return []
-  const pct = Math.min(100, (100 * ranges * SAMPLE_PER_RANGE) / est)
+  const pct = Math.min(100, (100 * Math.min(ranges * SAMPLE_PER_RANGE, MAX_SAMPLE)) / est)
   // SYSTEM samples whole pages (cheap, but too coarse when few pages would be picked)
   const method = (pct / 100) * Math.max(st.pages, 1) >= 200 ? 'SYSTEM' : 'BERNOULLI'
   const sample = pct >= 50 ? '' : ` TABLESAMPLE ${method} (${pct.toFixed(6)})`

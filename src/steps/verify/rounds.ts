@@ -21,6 +21,7 @@ export async function settleRounds(ctx: VerifyContext): Promise<void> {
     const target = await currentLsns(sessions)
     ctx.opts.progress?.(`settling ${pending.reduce((a, w) => a + w.candidates.size, 0)} differing row(s): waiting until every link has applied up to ${[...target].map(([n, l]) => `${n} ${l}`).join(', ')}`)
     const waited = await waitApplied(ctx.result.cluster, sessions, target, ctx.opts.settleTimeoutMs)
+    ctx.opts.progress?.(`every link has applied up to there; reading the differing rows again`)
     if (!waited.ok) {
       ctx.result.settle.lagging = waited.lagging
       return

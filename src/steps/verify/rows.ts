@@ -40,9 +40,10 @@ function collect(sh: TableShape, names: string[], rows: Record<string, unknown>[
 }
 
 /** Every row matching `where` (over alias t), as versions. */
-export async function readWhere(s: Session, sh: TableShape, names: string[], where: string, params: unknown[]): Promise<Versions> {
+export async function readWhere(s: Session, sh: TableShape, names: string[], where: string, params: unknown[], lateralFrom?: string): Promise<Versions> {
   const out: Versions = new Map()
-  collect(sh, names, await s.q(`SELECT ${selectList(sh, names, false, false)} FROM ${sh.table.qualified} AS t WHERE ${where}`, params), out)
+  const inner = `SELECT ${selectList(sh, names, false, false)} FROM ${sh.table.qualified} AS t WHERE ${where}`
+  collect(sh, names, await s.q(lateralFrom ? `SELECT x.* FROM ${lateralFrom} (${inner}) AS x` : inner, params), out)
   return out
 }
 
