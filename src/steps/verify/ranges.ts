@@ -28,9 +28,9 @@ export async function sampleBounds(s: Session, sh: TableShape, blockRows: number
   const ranges = Math.min(MAX_RANGES, Math.ceil(est / blockRows))
   if (ranges <= 1) return []
   const pct = Math.min(100, (100 * Math.min(ranges * SAMPLE_PER_RANGE, MAX_SAMPLE)) / est)
-  // SYSTEM samples whole pages (cheap, but too coarse when few pages would be picked)
-  const method = (pct / 100) * Math.max(st.pages, 1) >= 200 ? 'SYSTEM' : 'BERNOULLI'
-  const sample = pct >= 50 ? '' : ` TABLESAMPLE ${method} (${pct.toFixed(6)})`
+  // BERNOULLI, not SYSTEM: SYSTEM picks whole pages, and on a table whose keys follow its
+  // pages (the usual case) that gives a few clusters of neighbouring keys, not quantiles
+  const sample = pct >= 50 ? '' : ` TABLESAMPLE BERNOULLI (${pct.toFixed(6)})`
   const texts = keyOrderTextExprs(sh)
   const cols = texts.map((e, i) => `${e} AS b${i}`).join(', ')
   const outs = texts.map((_, i) => `s.b${i}`).join(', ')

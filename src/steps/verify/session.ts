@@ -35,6 +35,7 @@ export async function openSession(conn: NodeConn, app = 'mmlite verify'): Promis
   await client.query(pinSql())
   // one query at a time on the session (callers may ask concurrently)
   let queue: Promise<unknown> = Promise.resolve()
+  const trace = Boolean(process.env.MMLITE_TRACE_SQL)
   return {
     node: conn.name,
     client,
@@ -42,7 +43,10 @@ export async function openSession(conn: NodeConn, app = 'mmlite verify'): Promis
       const run = queue.then(() => client.query(sql, params))
       queue = run.catch(() => {})
       try {
-        return (await run).rows
+        const t0 = trace ? Date.now() : 0
+        const rows = (await run).rows
+        if (trace) process.stderr.write(`[${conn.name}] ${Date.now() - t0} ms ${rows.length} rows: ${sql.replace(/\s+/g, ' ').slice(0, 160)}\n`)
+        return rows
       } catch (e) {
         const err = e as Error
         err.message = `node ${conn.name}: ${err.message}`

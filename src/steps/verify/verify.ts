@@ -34,11 +34,16 @@ async function connect(ctx: VerifyContext): Promise<void> {
   )
   ctx.result.nodes.sort((a, b) => ctx.cluster.names.indexOf(a.name) - ctx.cluster.names.indexOf(b.name))
   ctx.live = ctx.result.nodes.filter(n => n.reachable).map(n => n.name)
-  for (const p of ctx.pool) for (const [n, s] of p) if (!ctx.live.includes(n)) await s.close()
+  for (const p of ctx.pool)
+    for (const [n, s] of p)
+      if (!ctx.live.includes(n)) {
+        p.delete(n)
+        await s.close()
+      }
 }
 
 async function startLsn(ctx: VerifyContext): Promise<void> {
-  ctx.result.startLsn = Object.fromEntries(await currentLsns([...ctx.pool[0].values()].filter(s => ctx.live.includes(s.node))))
+  ctx.result.startLsn = Object.fromEntries(await currentLsns([...ctx.pool[0].values()]))
 }
 
 async function compareAll(ctx: VerifyContext): Promise<void> {
