@@ -15,6 +15,7 @@ import {errorMessage} from '../../errors.js'
 import {compareTable} from './compare.js'
 import {fillRows, keyReport, settleRounds} from './rounds.js'
 import {currentLsns} from './settle.js'
+import type {RowVersion} from './rows.js'
 import {openSession, type Session} from './session.js'
 import type {TableStatus, TableWork, VerifyContext, VerifyOptions, VerifyResult} from './types.js'
 import {VERIFY_SCHEMA_VERSION} from './types.js'
@@ -62,8 +63,10 @@ function summarize(ctx: VerifyContext): void {
     const r = w.report
     r.divergentCount = w.divergent.size
     r.unsettledCount = w.candidates.size
-    r.divergent = [...w.divergent].map(([k, v]) => keyReport(ctx, w, k, v))
-    r.unsettled = [...w.candidates].map(([k, v]) => keyReport(ctx, w, k, v))
+    // a stable order for people: by key, numbers as numbers
+    const sorted = (m: Map<string, Array<RowVersion | undefined>>) => [...m].sort(([a], [b]) => a.localeCompare(b, 'en', {numeric: true}))
+    r.divergent = sorted(w.divergent).map(([k, v]) => keyReport(ctx, w, k, v))
+    r.unsettled = sorted(w.candidates).map(([k, v]) => keyReport(ctx, w, k, v))
     if (r.status !== 'error') r.status = r.divergentCount ? 'divergent' : r.unsettledCount ? 'unsettled' : 'consistent'
   }
   const worst = ctx.work.reduce<TableStatus>((a, w) => (RANK[w.report.status] > RANK[a] ? w.report.status : a), 'consistent')
