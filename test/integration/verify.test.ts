@@ -200,6 +200,28 @@ describe('verify and repair: 3-node PostgreSQL 16 mesh', function () {
     assert.deepEqual(await h.sql<{x: string}>(n3, 'SELECT xmin::text AS x FROM public.users WHERE id = 20'), keep)
   })
 
+  it('a row only missing because a link lags is unsettled (exit 1), never divergent, and the link is named', async () => {
+    const [n1, n2] = servers
+    await h.sql(n2, 'ALTER SUBSCRIPTION shop_node1_node2 DISABLE')
+    try {
+      await h.sql(n1, "INSERT INTO public.users VALUES (777777, 1, 'lagging', 'n1')")
+      const {r, j} = await verify('--table', 'public.users', '--settle-timeout', '2')
+      assert.equal(r.code, 1, r.stdout + r.stderr)
+      assert.equal(j.status, 'unsettled')
+      const t = j.tables[0]
+      assert.deepEqual([t.divergentCount, t.unsettledCount], [0, 1])
+      assert.equal(t.unsettled[0].key.id, '777777')
+      assert.equal(t.unsettled[0].versions.node1?.name, 'lagging')
+      assert.equal(t.unsettled[0].versions.node2, null)
+      assert.ok(j.settle.lagging.some(l => l.startsWith('node1→node2')), JSON.stringify(j.settle))
+    } finally {
+      await h.sql(n2, 'ALTER SUBSCRIPTION shop_node1_node2 ENABLE')
+    }
+    await caughtUp(servers)
+    const {r} = await verify('--table', 'public.users')
+    assert.equal(r.code, 0, r.stdout)
+  })
+
   it('bad input: a table not in the configuration, a table without a primary key, a node down: clear errors, nothing changed', async () => {
     const r1 = await h.runCli(['verify', '-c', cfg, '--table', 'public.nope'])
     assert.equal(r1.code, 10)
