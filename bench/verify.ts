@@ -12,7 +12,7 @@
  * and prints clean ÷ baseline (goal ≤ 2.0: three scans on two cores make 1.5 the floor) and
  * divergent ÷ clean (goal ≤ 1.1), with the machine's load average.
  *
- * Usage: node --import tsx/esm bench/verify.ts [--rows 1000000] [--runs 3] [--pg 16] [--block-rows 250] [--progress]
+ * Usage: node --import tsx/esm bench/verify.ts [--rows 1000000] [--runs 3] [--pg 16] [--block-rows 100] [--progress]
  */
 import os from 'node:os'
 import {parseArgs} from 'node:util'
@@ -23,7 +23,7 @@ import {parseConfig} from '../src/config/config.js'
 import {edgeName} from '../src/cluster/naming.js'
 import {runVerify} from '../src/steps/verify/verify.js'
 
-const {values: args} = parseArgs({options: {rows: {type: 'string', default: '1000000'}, runs: {type: 'string', default: '3'}, pg: {type: 'string', default: '16'}, 'block-rows': {type: 'string', default: '250'}, progress: {type: 'boolean', default: false}}})
+const {values: args} = parseArgs({options: {rows: {type: 'string', default: '1000000'}, runs: {type: 'string', default: '3'}, pg: {type: 'string', default: '16'}, 'block-rows': {type: 'string', default: '100'}, progress: {type: 'boolean', default: false}}})
 const ROWS = Number(args.rows)
 const RUNS = Number(args.runs)
 const MAJOR = Number(args.pg) as PgMajor

@@ -6,7 +6,7 @@ import {MmliteError, ExitCode} from '../../errors.js'
 
 export const verifyFlags = {
   table: Flags.string({summary: 'Only this table (schema.table, as in mmlite.yaml); repeatable.', multiple: true}),
-  'block-rows': Flags.integer({summary: 'About this many rows per hashed key range (a differing range is read row by row).', default: 250, min: 10}),
+  'block-rows': Flags.integer({summary: 'About this many rows per hashed key range (a differing range is read row by row).', default: 100, min: 10}),
   jobs: Flags.integer({summary: 'Tables compared at once (each uses one session per node).', default: 2, min: 1, max: 16}),
   'settle-rounds': Flags.integer({summary: 'Re-reads of differing rows before they are reported unsettled.', default: 4, min: 1}),
   'settle-timeout': Flags.integer({summary: 'Seconds to wait, per round, for every link to apply what was committed.', default: 60, min: 1}),
