@@ -13,7 +13,7 @@ export default class Repair extends MmliteCommand {
 
 Repair writes never travel: they are applied under the replication origin mmlite_repair (which the subscriptions filter out), with session_replication_role = replica (user and foreign-key triggers do not fire, as for replicated changes), in transactions of 100 rows; a row that changed since verify read it is skipped. Every change is recorded with the row it replaced in .mmlite/repair-<time>.jsonl before it is committed. Unsettled rows are not repaired. Afterwards verify runs again.
 
-Exit code: 0 when verify is consistent afterwards (or --dry-run), else verify's code; 10 bad flags, 11 preflight (track_commit_timestamp), 13 a node unreachable (nothing changed), 14 not confirmed.`
+Exit code: 0 when verify is consistent afterwards (or --dry-run), else verify's code (1: unsettled rows were left alone); 10 bad flags, 11 preflight (track_commit_timestamp), 13 a node unreachable (nothing changed), 14 not confirmed.`
 
   static override examples = [
     '<%= config.bin %> repair --from node1 --dry-run',
@@ -49,7 +49,8 @@ Exit code: 0 when verify is consistent afterwards (or --dry-run), else verify's 
       confirm: async summary => this.confirmOrFail(`Repair: ${summary}?`, flags.yes),
     })
     if (!this.jsonEnabled()) this.render(r)
-    process.exitCode = r.dryRun || !r.after ? (r.before.status === 'error' ? 3 : 0) : verifyExitCode(r.after.status)
+    // nothing applied (nothing to do, or only unsettled rows): verify's own code
+    process.exitCode = r.dryRun ? 0 : verifyExitCode((r.after ?? r.before).status)
     return r
   }
 

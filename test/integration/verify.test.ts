@@ -16,7 +16,8 @@ import {WriteLoad} from '../helpers/load.js'
 import {asOrigin, caughtUp, snapshot as snapshotOf} from '../helpers/verify.js'
 import type {VerifyResult} from '../../src/steps/verify/types.js'
 
-const TABLES = ['public.departments', 'public.users', 'public.kinds', 'public.comp', 'public.tk', 'public.uu']
+// child before parent: repair must not depend on foreign-key order
+const TABLES = ['public.departments', 'public.users', 'public.kinds', 'public.comp', 'public.tk', 'public.uu', 'public.child', 'public.parent']
 
 const DDL = (collation: string) => `
 CREATE TABLE public.departments (id int PRIMARY KEY, name text NOT NULL);
@@ -25,6 +26,8 @@ CREATE TABLE public.kinds (id bigint PRIMARY KEY, f float8, r real, n numeric, j
 CREATE TABLE public.comp (a int, b text, v text, PRIMARY KEY (a, b));
 CREATE TABLE public.tk (k text COLLATE ${collation} PRIMARY KEY, v text);
 CREATE TABLE public.uu (id uuid PRIMARY KEY, v text);
+CREATE TABLE public.parent (id int PRIMARY KEY, v text);
+CREATE TABLE public.child (id int PRIMARY KEY, parent_id int NOT NULL REFERENCES public.parent (id));
 `
 
 const SEED = `
@@ -40,6 +43,8 @@ INSERT INTO public.kinds SELECT g,
 INSERT INTO public.comp SELECT g % 13, 'b' || g, 'v' || g FROM generate_series(1, 1500) g;
 INSERT INTO public.tk SELECT k, 'v ' || k FROM (SELECT unnest(ARRAY['a', 'B', 'b', 'A', 'é', 'E', 'z', 'Z', '_x', ' y', 'ä']) || g AS k FROM generate_series(1, 150) g) s;
 INSERT INTO public.uu SELECT md5('u' || g)::uuid, 'v' || g FROM generate_series(1, 800) g;
+INSERT INTO public.parent SELECT g, 'p' || g FROM generate_series(1, 20) g;
+INSERT INTO public.child SELECT g, g FROM generate_series(1, 20) g;
 `
 
 type Json = VerifyResult
@@ -67,6 +72,8 @@ describe('verify and repair: 3-node PostgreSQL 16 mesh', function () {
     await h.sql(servers[1], "ALTER DATABASE postgres SET extra_float_digits = 0; ALTER DATABASE postgres SET DateStyle = 'SQL, DMY'; ALTER DATABASE postgres SET TimeZone = 'Asia/Kolkata'")
     await h.sql(servers[2], "ALTER DATABASE postgres SET IntervalStyle = 'sql_standard'; ALTER DATABASE postgres SET bytea_output = 'escape'; ALTER DATABASE postgres SET extra_float_digits = -3")
     await h.sql(servers[0], SEED)
+    // a user trigger on node2 that would refuse the repair's insert: repair must not fire it
+    await h.sql(servers[1], "CREATE FUNCTION public.refuse() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'user trigger fired'; END$$; CREATE TRIGGER refuse BEFORE INSERT ON public.parent FOR EACH ROW EXECUTE FUNCTION public.refuse()")
     dir = await h.tempDir('mmlite-verify-')
     cfg = await h.writeConfig(dir, servers, {tables: TABLES})
     const init = await h.runCli(['init', '-c', cfg, '--yes'])
@@ -102,6 +109,7 @@ describe('verify and repair: 3-node PostgreSQL 16 mesh', function () {
     await asOrigin(n2, ["UPDATE public.users SET name = 'diverged' WHERE id = 5", "INSERT INTO public.users VALUES (999999, 1, 'extra', 'n2')", "UPDATE public.kinds SET j = j || '{\"z\": 1}' WHERE id = 4", "UPDATE public.tk SET v = 'other' WHERE k = 'B7'"])
     await asOrigin(n3, ['DELETE FROM public.users WHERE id = 7', "UPDATE public.kinds SET f = '-0' WHERE id = 14", "UPDATE public.comp SET v = 'changed' WHERE a = 2 AND b = 'b15'", "UPDATE public.uu SET v = 'x' WHERE id = md5('u9')::uuid"])
     await asOrigin(n1, ["UPDATE public.kinds SET b = '\\x00'::bytea WHERE id = 6", "UPDATE public.kinds SET f = f + 1e-12 WHERE id = 8"])
+    await asOrigin(n2, ['DELETE FROM public.child WHERE id = 3', 'DELETE FROM public.parent WHERE id = 3'])
     await caughtUp(servers)
     const {r, j} = await verify('--block-rows', '100', '--limit', '100000')
     assert.equal(r.code, 2, r.stdout + r.stderr)
@@ -114,6 +122,8 @@ describe('verify and repair: 3-node PostgreSQL 16 mesh', function () {
       'public.comp': ['2/b15'],
       'public.tk': ['B7'],
       'public.uu': [String((await h.sql<{u: string}>(n1, "SELECT md5('u9')::uuid::text AS u"))[0].u)],
+      'public.child': ['3'],
+      'public.parent': ['3'],
     })
     for (const t of j.tables) assert.equal(t.unsettledCount, 0)
     for (const t of j.tables) assert.equal(t.error, undefined, t.table)
@@ -165,7 +175,7 @@ describe('verify and repair: 3-node PostgreSQL 16 mesh', function () {
     const j = h.parseJson<{applied: number; skipped: unknown[]; auditFile: string; after: Json; changes: Array<{node: string; table: string; action: string; key: Record<string, string>}>}>(r)
     assert.equal(j.after.status, 'consistent')
     assert.equal(j.skipped.length, 0)
-    assert.equal(j.applied, 512)
+    assert.equal(j.applied, 514)
     assert.ok(j.changes.every(c => c.node !== 'node1'))
     assert.equal(j.changes.filter(c => Number(c.key.id) > 5000000 && c.node === 'node2' && c.action === 'delete').length, 500)
     const acts = j.changes.filter(c => c.table === 'public.users' && Number(c.key.id) < 5000000).map(c => `${c.node}:${c.action}:${c.key.id}`).sort()
@@ -174,6 +184,8 @@ describe('verify and repair: 3-node PostgreSQL 16 mesh', function () {
     assert.equal(await snapshot(n1), n1Before, 'node1 changed')
     assert.deepEqual(await h.sql<{x: string}>(n3, 'SELECT xmin::text AS x FROM public.users WHERE id = 5'), row5OnN3, "node2's repair of id 5 travelled to node3")
     for (const s of servers) assert.equal(await h.applyErrors(s), 0, `apply errors on ${s.name}`)
+    // the child (listed first) and its parent are back on node2, the user trigger did not fire
+    assert.deepEqual(await h.sql(servers[1], 'SELECT c.id, p.v FROM public.child c JOIN public.parent p ON p.id = c.parent_id WHERE c.id = 3'), [{id: 3, v: 'p3'}])
     const again = await verify()
     assert.equal(again.r.code, 0, again.r.stdout)
     // audit: private, with the row each change replaced
