@@ -160,18 +160,18 @@ let copySeq = 0
 export async function decodePending(session: pg.Client, i: DecodeInput): Promise<DecodedTx[]> {
   const limit = i.limit ?? 1
   const tmp = `mmlite_peek_${process.pid}_${++copySeq}_${Math.random().toString(16).slice(2, 10)}`
-  await session.query('SELECT pg_copy_logical_replication_slot($1, $2, true)', [i.slot, tmp])
+  await session.query('SELECT pg_catalog.pg_copy_logical_replication_slot($1::pg_catalog.name, $2::pg_catalog.name, true)', [i.slot, tmp])
   try {
     const opts = peekOptions(i)
     // the copy starts at the slot's confirmed_flush, which may lie behind the origin: peek a
     // growing number of messages until `limit` pending transactions are complete, or the end
     for (let n = 256; ; n *= 4) {
-      const r = await session.query<{data: Buffer}>('SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, VARIADIC $3::text[])', [tmp, n, opts])
+      const r = await session.query<{data: Buffer}>('SELECT data FROM pg_catalog.pg_logical_slot_peek_binary_changes($1::pg_catalog.name, NULL, $2::pg_catalog.int4, VARIADIC $3::pg_catalog.text[])', [tmp, n, opts])
       const pending = pendingAfter(decodeMessages(r.rows.map(x => x.data)), i.after)
       if (pending.length >= limit || r.rows.length < n) return pending.slice(0, limit)
     }
   } finally {
-    await session.query('SELECT pg_drop_replication_slot($1)', [tmp]).catch(() => {})
+    await session.query('SELECT pg_catalog.pg_drop_replication_slot($1::pg_catalog.name)', [tmp]).catch(() => {})
   }
 }
 
@@ -280,7 +280,7 @@ export async function localFacts(c: NodeConn, tx: DecodedTx, max = 20): Promise<
 export async function lastApplyError(c: NodeConn, sub: {name: string; oid: number}, tx: {finalLsn: string; xid: number}): Promise<string | null> {
   try {
     const r = await c.one<{text: string | null}>(
-      `SELECT pg_read_file(l.f, greatest(0, s.size - 262144), 262144) AS text
+      `SELECT pg_catalog.pg_read_file(l.f, greatest(0, s.size - 262144), 262144::pg_catalog.int8) AS text
          FROM (SELECT pg_current_logfile() AS f) l CROSS JOIN LATERAL pg_stat_file(l.f) s
         WHERE l.f IS NOT NULL`,
     )

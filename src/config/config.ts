@@ -3,7 +3,6 @@
  * and write. See README.md "Configuration".
  */
 import {existsSync, readFileSync} from 'node:fs'
-import {mkdir, rename, open} from 'node:fs/promises'
 import path from 'node:path'
 import {Document, isMap, isScalar, isSeq, LineCounter, parseDocument, type Node as YNode} from 'yaml'
 import {MmliteError, ExitCode} from '../errors.js'
@@ -11,6 +10,8 @@ import {parseConnInfo, type ConnInfo} from '../db/conninfo.js'
 import {didYouMean} from '../util/text.js'
 import {parseTableName, type TableName} from './tables.js'
 import {objectNameCollisions} from '../cluster/naming.js'
+import {atomicWritePrivate} from '../util/private-files.js'
+import {noteState} from '../util/state-files.js'
 
 export const NAME_RE = /^[a-z][a-z0-9_]*$/
 export const NAME_MAX = 30
@@ -64,7 +65,9 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
       ],
     })
   }
-  return parseConfig(readFileSync(file, 'utf8'), file, env)
+  const text = readFileSync(file, 'utf8')
+  noteState(file, text)
+  return parseConfig(text, file, env)
 }
 
 export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv = process.env): Config {
@@ -269,6 +272,7 @@ export async function editConfigNodes(
   edit: {add?: {name: string; dsn: string; peer_dsn?: string}; remove?: string},
 ): Promise<void> {
   const text = readFileSync(file, 'utf8')
+  noteState(file, text)
   const doc = parseDocument(text)
   const nodes = doc.get('nodes', true)
   if (!isSeq(nodes)) throw new MmliteError(`${file}: "nodes" is not a list`, {code: ExitCode.Config})
@@ -296,25 +300,7 @@ export async function recordDisableOnError(file: string): Promise<boolean> {
   return true
 }
 
-let tmpCounter = 0
-
+/** Write a file atomically (0600, exclusive temp file, no symbolic link followed). */
 export async function atomicWrite(file: string, content: string): Promise<void> {
-  await mkdir(path.dirname(file), {recursive: true})
-  const tmp = `${file}.tmp-${process.pid}-${++tmpCounter}`
-  const fh = await open(tmp, 'w', 0o600)
-  try {
-    await fh.writeFile(content)
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-  await rename(tmp, file)
-  try {
-    const dir = await open(path.dirname(file), 'r')
-    await dir.sync()
-    await dir.close()
-  } catch {
-    /* directory fsync is best effort */
-  }
+  await atomicWritePrivate(file, content)
 }
-

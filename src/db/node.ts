@@ -4,6 +4,7 @@
  */
 import pg from 'pg'
 import {describeTarget, toClientConfig} from './conninfo.js'
+import {sessionOptions, type SessionTimeouts} from './session.js'
 import {redactText} from './redact.js'
 import {MmliteError, ExitCode} from '../errors.js'
 import type {NodeConfig} from '../config/config.js'
@@ -34,6 +35,16 @@ export function classifyConnectError(e: unknown): {kind: ConnectFailure; message
   return {kind: 'other', message: msg}
 }
 
+let sessionGuard: (() => void) | undefined
+
+/**
+ * A check run before every query and every new session (the cluster lock installs one that
+ * throws once a lock session is lost, so nothing goes on unlocked).
+ */
+export function setSessionGuard(fn: (() => void) | undefined): void {
+  sessionGuard = fn
+}
+
 export interface QueryLogger {
   (node: string, sql: string): void
 }
@@ -60,10 +71,13 @@ export class NodeConn {
    * this node's connect timeout. `replication`: a logical replication connection
    * (replication=database), which accepts replication commands besides SQL.
    */
-  async newSession(appName = 'mmlite', opts: {replication?: boolean} = {}): Promise<pg.Client> {
+  async newSession(appName = 'mmlite', opts: {replication?: boolean} & SessionTimeouts = {}): Promise<pg.Client> {
+    sessionGuard?.()
     const cfg = toClientConfig(this.node.conn, this.opts.connectTimeoutMs) as pg.ClientConfig & {replication?: string}
     if (!this.node.conn.has('application_name')) cfg.application_name = appName
     if (opts.replication) cfg.replication = 'database'
+    // search_path pinned and timeouts set in the startup packet: they beat role and database settings
+    cfg.options = sessionOptions(this.node.conn, opts)
     const c = new pg.Client(cfg)
     c.on('error', () => {
       /* reported through the failing query */
@@ -83,6 +97,13 @@ export class NodeConn {
           : [],
       })
     }
+    try {
+      // a session mmlite keeps open may sit idle for a long time (the lock session always does)
+      await c.query(NO_IDLE_TIMEOUT_SQL)
+    } catch (e) {
+      await c.end().catch(() => {})
+      throw new MmliteError(`node ${this.name} (${this.target}): ${redactText((e as Error).message)}`, {code: ExitCode.Unreachable})
+    }
     return c
   }
 
@@ -91,7 +112,7 @@ export class NodeConn {
     if (!this.connecting) {
       this.connecting = (async () => {
         const c = await this.newSession(this.opts.applicationName)
-        const r = await c.query<{v: string}>('SELECT current_setting(\'server_version_num\') AS v')
+        const r = await c.query<{v: string}>("SELECT pg_catalog.current_setting('server_version_num'::pg_catalog.text) AS v")
         this.serverVersion = Number(r.rows[0].v)
         this.client = c
         return c
@@ -104,6 +125,7 @@ export class NodeConn {
   }
 
   async query<T extends pg.QueryResultRow = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
+    sessionGuard?.()
     const c = await this.connect()
     this.opts.logger?.(this.name, sql)
     const run = this.queue.then(() => c.query<T>(sql, params))
@@ -131,6 +153,11 @@ export class NodeConn {
     if (c) await c.end().catch(() => {})
   }
 }
+
+/** idle_session_timeout (14+) and idle_in_transaction_session_timeout off for this session only */
+const NO_IDLE_TIMEOUT_SQL = `SELECT pg_catalog.set_config('idle_in_transaction_session_timeout'::pg_catalog.text, '0'::pg_catalog.text, false),
+       (SELECT pg_catalog.set_config('idle_session_timeout'::pg_catalog.text, '0'::pg_catalog.text, false)
+         WHERE pg_catalog.current_setting('server_version_num'::pg_catalog.text)::pg_catalog.int4 >= 140000)`
 
 function firstLine(sql: string): string {
   const l = sql.trim().split('\n')[0]

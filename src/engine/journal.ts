@@ -6,11 +6,12 @@
  * It lives on the operator's side, not on the nodes: nothing mmlite records about an
  * operation can travel to another node through replication or a physical clone.
  * Finished operations are appended to `.mmlite/history.jsonl`.
+ * `.mmlite/` is 0700 and its files 0600 (util/private-files.ts): they hold operation details.
  */
 import {existsSync, readFileSync} from 'node:fs'
-import {appendFile, mkdir} from 'node:fs/promises'
 import path from 'node:path'
-import {atomicWrite} from '../config/config.js'
+import {appendPrivate, atomicWritePrivate} from '../util/private-files.js'
+import {noteState} from '../util/state-files.js'
 import {MmliteError, ExitCode} from '../errors.js'
 
 export interface Operation {
@@ -41,7 +42,9 @@ export class Journal {
   ) {
     if (existsSync(file)) {
       try {
-        this.data = JSON.parse(readFileSync(file, 'utf8')) as JournalFile
+        const text = readFileSync(file, 'utf8')
+        noteState(file, text)
+        this.data = JSON.parse(text) as JournalFile
       } catch (e) {
         throw new MmliteError(`journal ${file} is not valid JSON: ${(e as Error).message}`, {
           code: ExitCode.Config,
@@ -54,7 +57,10 @@ export class Journal {
           suggestions: ['Keep one mmlite.yaml per directory, or pass the matching --config.'],
         })
       }
-    } else this.data = {version: 1, cluster, operations: {}}
+    } else {
+      noteState(file, null)
+      this.data = {version: 1, cluster, operations: {}}
+    }
   }
 
   static open(configFile: string, cluster: string): Journal {
@@ -111,7 +117,7 @@ export class Journal {
     delete this.data.operations[this.current]
     await this.save()
     if (op) {
-      await appendFile(
+      await appendPrivate(
         path.join(path.dirname(this.file), 'history.jsonl'),
         JSON.stringify({key: this.current, result, finishedAt: new Date().toISOString(), ...op}) + '\n',
       )
@@ -124,8 +130,7 @@ export class Journal {
 
   private save(): Promise<void> {
     const next = this.saving.then(async () => {
-      await mkdir(path.dirname(this.file), {recursive: true})
-      await atomicWrite(this.file, JSON.stringify(this.data, null, 2) + '\n')
+      await atomicWritePrivate(this.file, JSON.stringify(this.data, null, 2) + '\n', {privateDir: true})
     })
     this.saving = next.catch(() => {})
     return next

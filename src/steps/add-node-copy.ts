@@ -196,7 +196,7 @@ const APP = 'mmlite add-node copy'
 
 /** A separate session to node `name` (a logical replication connection with `replication`). */
 function openSession(a: AddNodeContext, name: string, replication = false): Promise<pg.Client> {
-  return a.cluster.node(name).newSession(APP, {replication})
+  return a.cluster.node(name).newSession(APP, {replication, statementTimeout: 0}) // COPY of a whole table: no statement timeout
 }
 
 /** The replication-protocol command that creates slot S→X and exports its snapshot. */

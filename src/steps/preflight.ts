@@ -262,7 +262,7 @@ async function probePlugin(cluster: Cluster, node: string): Promise<string | und
   try {
     s = await cluster.node(node).newSession('mmlite preflight')
     await s.query("SET statement_timeout = '15s'")
-    await s.query(`SELECT pg_create_logical_replication_slot('mmlite_probe_' || pg_backend_pid(), ${ql(PLUGIN)}, true)`)
+    await s.query(`SELECT pg_catalog.pg_create_logical_replication_slot(('mmlite_probe_' || pg_catalog.pg_backend_pid())::pg_catalog.name, ${ql(PLUGIN)}::pg_catalog.name, true)`)
     return undefined
   } catch (e) {
     const msg = errorMessage(e)

@@ -20,7 +20,7 @@
  * disabled for the origin advance, so a killed run is finished by re-running skip-tx, and
  * `status` shows the link as paused meanwhile.
  */
-import {appendFile, mkdir, writeFile} from 'node:fs/promises'
+import {appendPrivate, atomicWritePrivate} from '../util/private-files.js'
 import path from 'node:path'
 import type {Config} from '../config/config.js'
 import {Cluster} from '../cluster/cluster.js'
@@ -285,10 +285,9 @@ interface InFlight {
 
 async function recordSkip(cfg: Config, f: InFlight, skippedAt: string, note?: string): Promise<SkippedView> {
   const dir = path.join(stateDir(cfg.file), 'skipped')
-  await mkdir(dir, {recursive: true})
   const stamp = skippedAt.replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')
   const sqlFile = path.join(dir, `${stamp}-${f.from}-${f.to}-xid${f.tx.xid}.sql`)
-  await writeFile(sqlFile, reapplySql(f.tx, {from: f.from, to: f.to, subscription: f.subscription, cluster: cfg.cluster}, skippedAt))
+  await atomicWritePrivate(sqlFile, reapplySql(f.tx, {from: f.from, to: f.to, subscription: f.subscription, cluster: cfg.cluster}, skippedAt), {privateDir: true})
   const entry = {
     skippedAt,
     cluster: cfg.cluster,
@@ -307,7 +306,7 @@ async function recordSkip(cfg: Config, f: InFlight, skippedAt: string, note?: st
     reapplySql: sqlFile,
     ...(note ? {note} : {}),
   }
-  await appendFile(auditFile(cfg.file), JSON.stringify(entry) + '\n')
+  await appendPrivate(auditFile(cfg.file), JSON.stringify(entry) + '\n')
   return {...f.view, method: f.method, skippedAt, sqlFile}
 }
 
