@@ -18,7 +18,7 @@ export const NAME_MAX = 30
 
 export interface NodeConfig {
   name: string
-  /** raw DSN as written after ${VAR} expansion (may contain a password: never print) */
+  /** the DSN as written in the file, ${VAR} not expanded (may contain a password: never print) */
   dsn: string
   peerDsn?: string
   conn: ConnInfo
@@ -107,7 +107,23 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
       }
       return val
     })
-  const str = (n: YNode | null | undefined, what: string): string | undefined => {
+  /**
+   * A DSN: ${VAR} goes into the parsed VALUES, never into the DSN text (a variable holding
+   * `x port=7803` stays a password). A DSN that is exactly one ${VAR} takes the whole DSN from it.
+   */
+  const dsnOf = (n: YNode | null | undefined, what: string): {text: string; conn?: ConnInfo} | undefined => {
+    const raw = str(n, what, false)
+    if (raw === undefined) return undefined
+    const whole = /^\s*\$\{([A-Za-z_][A-Za-z0-9_]*)\}\s*$/.exec(raw)
+    try {
+      const conn = whole ? parseConnInfo(expand(n, raw), {env}) : parseConnInfo(raw, {env, expandValue: v => expand(n, v)})
+      return {text: raw, conn}
+    } catch (e) {
+      problems.push({node: n, message: `${what}: ${(e as Error).message}`})
+      return {text: raw}
+    }
+  }
+  const str = (n: YNode | null | undefined, what: string, expandIt = true): string | undefined => {
     if (!n || !isScalar(n) || n.value === null || n.value === undefined) {
       problems.push({node: n, message: `${what} is required and must be a string`})
       return undefined
@@ -116,7 +132,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
       problems.push({node: n, message: `${what} must be a string (quote it)`})
       return undefined
     }
-    return expand(n, n.value)
+    return expandIt ? expand(n, n.value) : n.value
   }
   const checkKeys = (m: import('yaml').YAMLMap, allowed: string[], ctx: string) => {
     for (const item of m.items) {
@@ -187,25 +203,13 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
       }
       const dsnNode = item.get('dsn', true) as YNode | undefined
       if (!dsnNode) problems.push({node: item, message: `node "${name ?? '?'}" has no "dsn:"`})
-      const dsn = dsnNode ? str(dsnNode, `dsn of node "${name ?? '?'}"`) : undefined
+      const d = dsnNode ? dsnOf(dsnNode, `dsn of node "${name ?? '?'}"`) : undefined
       const peerNode = item.get('peer_dsn', true) as YNode | undefined
-      const peerDsn = peerNode ? str(peerNode, `peer_dsn of node "${name ?? '?'}"`) : undefined
-      let conn: ConnInfo | undefined
-      let peerConn: ConnInfo | undefined
-      if (dsn !== undefined) {
-        try {
-          conn = parseConnInfo(dsn)
-        } catch (e) {
-          problems.push({node: dsnNode, message: `dsn of node "${name}": ${(e as Error).message}`})
-        }
-      }
-      if (peerDsn !== undefined) {
-        try {
-          peerConn = parseConnInfo(peerDsn)
-        } catch (e) {
-          problems.push({node: peerNode, message: `peer_dsn of node "${name}": ${(e as Error).message}`})
-        }
-      }
+      const p = peerNode ? dsnOf(peerNode, `peer_dsn of node "${name ?? '?'}"`) : undefined
+      const dsn = d?.text
+      const peerDsn = p?.text
+      const conn = d?.conn
+      const peerConn = p?.conn
       if (name && dsn !== undefined && conn) nodes.push({name, dsn, peerDsn, conn, peerConn: peerConn ?? conn})
     }
     if (nodesNode.items.length === 0) problems.push({node: nodesNode, message: '"nodes" is empty: list at least two nodes'})

@@ -8,7 +8,11 @@
  *  - connect from the CLI with the same semantics as libpq (PG* env and ~/.pgpass are
  *    applied by node-postgres when a key is absent).
  */
+import {existsSync, readFileSync} from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import {MmliteError, ExitCode} from '../errors.js'
+import {didYouMean} from '../util/text.js'
 import {REDACTED} from './redact.js'
 
 export {redactText} from './redact.js'
@@ -18,11 +22,85 @@ export type ConnInfo = Map<string, string>
 /** Keys whose value must never be printed. */
 const SECRET_KEYS = new Set(['password', 'sslpassword', 'sslkey'])
 
-/** Parse a libpq conninfo: `postgresql://` / `postgres://` URI or `key=value` list. */
-export function parseConnInfo(dsn: string): ConnInfo {
+/** libpq's connection keywords (PostgreSQL 18); anything else is refused. */
+export const LIBPQ_KEYWORDS = [
+  'host', 'hostaddr', 'port', 'dbname', 'user', 'password', 'passfile', 'require_auth', 'channel_binding',
+  'connect_timeout', 'client_encoding', 'options', 'application_name', 'fallback_application_name',
+  'keepalives', 'keepalives_idle', 'keepalives_interval', 'keepalives_count', 'tcp_user_timeout', 'replication',
+  'gssencmode', 'sslmode', 'sslnegotiation', 'sslcompression', 'sslcert', 'sslkey', 'sslkeylogfile', 'sslpassword',
+  'sslcertmode', 'sslrootcert', 'sslcrl', 'sslcrldir', 'sslsni', 'requirepeer', 'ssl_min_protocol_version',
+  'ssl_max_protocol_version', 'min_protocol_version', 'max_protocol_version', 'krbsrvname', 'gsslib', 'gssdelegation',
+  'service', 'target_session_attrs', 'load_balance_hosts', 'oauth_issuer', 'oauth_client_id', 'oauth_client_secret', 'oauth_scope',
+]
+const KEYWORDS = new Set(LIBPQ_KEYWORDS)
+
+export interface ParseOptions {
+  /** applied to every parsed value (config ${VAR} substitution): never to the DSN text */
+  expandValue?: (value: string, key: string) => string
+  /** environment for PGSERVICE / PGSERVICEFILE / PGSYSCONFDIR (process.env by default) */
+  env?: NodeJS.ProcessEnv
+}
+
+/**
+ * Parse a libpq conninfo: `postgresql://` / `postgres://` URI or `key=value` list. Keys must be
+ * libpq keywords; `service=` (or PGSERVICE) is resolved from the service file into explicit keys
+ * (keys written in the DSN win), so the subscriptions built from it do not depend on this host.
+ */
+export function parseConnInfo(dsn: string, opts: ParseOptions = {}): ConnInfo {
   const s = dsn.trim()
-  if (/^postgres(ql)?:\/\//i.test(s)) return parseUri(s)
-  return parseKeyValue(s)
+  const ci = /^postgres(ql)?:\/\//i.test(s) ? parseUri(s) : parseKeyValue(s)
+  if (opts.expandValue) for (const [k, v] of ci) ci.set(k, opts.expandValue(v, k))
+  return resolveService(ci, opts.env ?? process.env)
+}
+
+function checkKey(key: string, afterPassword: boolean): void {
+  if (KEYWORDS.has(key)) return
+  // text after a password may be part of it (an unquoted space or &): never echo it
+  if (afterPassword) bad('unknown connection keyword after the password: if the password holds spaces, quotes, & or =, quote it (key=value) or percent-encode it (URI)')
+  const dym = didYouMean(key, LIBPQ_KEYWORDS)
+  bad(`unknown connection keyword "${key}"${dym ? ` (did you mean "${dym}"?)` : ''}`)
+}
+
+/** pg_service.conf: PGSERVICEFILE or ~/.pg_service.conf, then PGSYSCONFDIR/pg_service.conf. */
+function resolveService(ci: ConnInfo, env: NodeJS.ProcessEnv): ConnInfo {
+  const name = ci.get('service') ?? env.PGSERVICE
+  if (name === undefined) return ci
+  const files = [env.PGSERVICEFILE ?? path.join(os.homedir(), '.pg_service.conf')]
+  if (env.PGSYSCONFDIR) files.push(path.join(env.PGSYSCONFDIR, 'pg_service.conf'))
+  for (const file of files) {
+    if (!existsSync(file)) continue
+    const section = readServiceSection(file, name)
+    if (!section) continue
+    const out: ConnInfo = new Map()
+    for (const [k, v] of section) out.set(k, v)
+    for (const [k, v] of ci) if (k !== 'service') out.set(k, v)
+    return out
+  }
+  bad(`service "${name}" not found in ${files.join(' or ')}${ci.has('service') ? '' : ' (from PGSERVICE)'}`)
+}
+
+function readServiceSection(file: string, name: string): ConnInfo | undefined {
+  let current: string | undefined
+  let out: ConnInfo | undefined
+  for (const [i, raw] of readFileSync(file, 'utf8').split(/\r?\n/).entries()) {
+    const line = raw.trim()
+    if (!line || line.startsWith('#')) continue
+    const sec = /^\[(.*)\]$/.exec(line)
+    if (sec) {
+      if (out) return out
+      current = sec[1]
+      if (current === name) out = new Map()
+      continue
+    }
+    if (current !== name || !out) continue
+    const eq = line.indexOf('=')
+    if (eq <= 0) bad(`${file}:${i + 1}: syntax error in service file (expected key=value)`)
+    const key = line.slice(0, eq).trim().toLowerCase()
+    if (key === 'service') bad(`${file}:${i + 1}: nested service specifications are not supported`)
+    if (!KEYWORDS.has(key)) bad(`${file}:${i + 1}: unknown connection keyword "${key}" in service "${name}"`)
+    out.set(key, line.slice(eq + 1).trim())
+  }
+  return out
 }
 
 function bad(message: string): never {
@@ -39,13 +117,17 @@ function parseKeyValue(s: string): ConnInfo {
   let i = 0
   const n = s.length
   const isSpace = (c: string) => c === ' ' || c === '\t' || c === '\n' || c === '\r'
+  let afterPassword = false
   while (i < n) {
     while (i < n && isSpace(s[i])) i++
     if (i >= n) break
     let key = ''
     while (i < n && s[i] !== '=' && !isSpace(s[i])) key += s[i++]
     while (i < n && isSpace(s[i])) i++
-    if (s[i] !== '=') bad(`missing "=" after "${key}" in connection string`)
+    if (s[i] !== '=') {
+      if (afterPassword || !KEYWORDS.has(key.toLowerCase())) checkKey(key.toLowerCase(), afterPassword)
+      bad(`missing "=" after "${key}" in connection string`)
+    }
     i++
     while (i < n && isSpace(s[i])) i++
     let value = ''
@@ -79,7 +161,9 @@ function parseKeyValue(s: string): ConnInfo {
       }
     }
     if (!key) bad('empty key in connection string')
+    checkKey(key.toLowerCase(), afterPassword)
     out.set(key.toLowerCase(), value)
+    if (key.toLowerCase() === 'password' || key.toLowerCase() === 'sslpassword') afterPassword = true
   }
   return out
 }
@@ -136,17 +220,23 @@ function parseUri(s: string): ConnInfo {
   }
   if (dbname) out.set('dbname', dec(dbname))
   if (query) {
+    let afterPassword = false
     for (const kv of query.split('&')) {
       if (!kv) continue
       const eq = kv.indexOf('=')
-      if (eq < 0) bad(`missing "=" in URI parameter "${kv.replace(/password.*/i, 'password…')}"`)
+      if (eq < 0) {
+        if (afterPassword || /password/i.test(kv)) bad('missing "=" in URI parameter (in or after the password: percent-encode &, = and # inside a password)')
+        bad(`missing "=" in URI parameter "${kv}"`)
+      }
       let k = dec(kv.slice(0, eq)).toLowerCase()
       if (k === 'ssl' && kv.slice(eq + 1) === 'true') {
         out.set('sslmode', 'require')
         continue
       }
       if (k === 'database') k = 'dbname'
+      checkKey(k, afterPassword)
       out.set(k, dec(kv.slice(eq + 1)))
+      if (k === 'password' || k === 'sslpassword') afterPassword = true
     }
   }
   return out

@@ -133,7 +133,7 @@ export class ClusterLock {
         suggestions: [`Wait for it to finish; if that process is gone, its sessions end with it and the lock (temporary replication slot ${slot}) is released.`],
       })
     }
-    const changed = changedSinceRead()
+    const changed = changedSinceRead(cluster.cfg.file)
     if (changed) {
       await endAll()
       throw new MmliteError(`${changed} changed while this run was starting (another mmlite run finished or wrote it meanwhile)`, {

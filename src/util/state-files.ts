@@ -4,6 +4,7 @@
  * between, decisions made from the earlier read are stale and the run must start over.
  */
 import {readFileSync} from 'node:fs'
+import path from 'node:path'
 
 const seen = new Map<string, string | null>()
 
@@ -21,8 +22,15 @@ function current(file: string): string | null {
   }
 }
 
-/** The first noted file whose content is no longer what this process read or wrote, if any. */
-export function changedSinceRead(): string | undefined {
-  for (const [file, content] of seen) if (current(file) !== content) return file
+/**
+ * The first noted file of a configuration (the file itself and its `.mmlite/` state) whose
+ * content is no longer what this process read or wrote, if any.
+ */
+export function changedSinceRead(configFile: string): string | undefined {
+  const state = path.join(path.dirname(configFile), '.mmlite') + path.sep
+  for (const [file, content] of seen) {
+    if (file !== configFile && !file.startsWith(state)) continue
+    if (current(file) !== content) return file
+  }
   return undefined
 }

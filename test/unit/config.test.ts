@@ -115,8 +115,27 @@ describe('config: parseConfig', () => {
     const text = VALID.replace('s3cret', '${DB_PASSWORD}').replace('10.0.0.2', '${NODE2_HOST}')
     const cfg = parseConfig(text, FILE, {DB_PASSWORD: 'from env', NODE2_HOST: 'n2.example'})
     assert.equal(cfg.nodes[0].conn.get('password'), 'from env')
-    assert.equal(cfg.nodes[0].dsn, 'postgresql://repl:from env@10.0.0.1:5432/shop')
+    // the DSN as written: the secret stays in the environment
+    assert.equal(cfg.nodes[0].dsn, 'postgresql://repl:${DB_PASSWORD}@10.0.0.1:5432/shop')
     assert.equal(cfg.nodes[1].conn.get('host'), 'n2.example')
+  })
+
+  it('${VAR} goes into parsed values, never into the DSN text (no conninfo injection)', () => {
+    const kv = VALID.replace(/dsn: .*10\.0\.0\.2.*/, 'dsn: "host=10.0.0.2 port=5432 dbname=shop user=repl password=${PW}"')
+    const cfg = parseConfig(kv, FILE, {PW: 'x port=7803 host=evil', DB_PASSWORD: 'p'})
+    assert.equal(cfg.nodes[1].conn.get('password'), 'x port=7803 host=evil')
+    assert.equal(cfg.nodes[1].conn.get('port'), '5432')
+    assert.equal(cfg.nodes[1].conn.get('host'), '10.0.0.2')
+    const uri = parseConfig(VALID.replace('s3cret', '${PW}'), FILE, {PW: 'x@evil:7803/other?host=evil'})
+    assert.equal(uri.nodes[0].conn.get('password'), 'x@evil:7803/other?host=evil')
+    assert.equal(uri.nodes[0].conn.get('host'), '10.0.0.1')
+    assert.equal(uri.nodes[0].conn.has('port') && uri.nodes[0].conn.get('port'), '5432')
+  })
+
+  it('a DSN that is exactly one ${VAR} takes the whole DSN from it', () => {
+    const cfg = parseConfig(VALID.replace(/dsn: .*10\.0\.0\.2.*/, 'dsn: ${NODE2_DSN}'), FILE, {NODE2_DSN: 'host=n2 dbname=shop'})
+    assert.equal(cfg.nodes[1].conn.get('host'), 'n2')
+    assert.equal(cfg.nodes[1].dsn, '${NODE2_DSN}')
   })
 
   it('a missing ${VAR} names the variable and its position, and leaks no other variable', () => {

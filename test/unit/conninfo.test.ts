@@ -3,6 +3,9 @@
  * key=value lists, rendering with every value quoted, and never letting a password through.
  */
 import assert from 'node:assert/strict'
+import {mkdtempSync, writeFileSync} from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import {
   describeTarget,
   parseConnInfo,
@@ -257,5 +260,40 @@ describe('conninfo: toClientConfig', () => {
   it('rejects a bad port and several hosts', () => {
     assert.throws(() => toClientConfig(parseConnInfo('host=h port=99999')), (e: MmliteError) => e.code === ExitCode.Config && /invalid port/.test(e.message))
     assert.throws(() => toClientConfig(parseConnInfo('postgresql://a:1,b:2/d')), /multiple hosts/)
+  })
+})
+
+describe('conninfo: keywords, services, no password in errors', () => {
+  it('unknown keys are refused, with a suggestion (key=value and URI)', () => {
+    assert.match(parseFails('host=h sslmod=require').message, /unknown connection keyword "sslmod" \(did you mean "sslmode"\?\)/)
+    assert.match(parseFails('postgresql://h/d?sslmod=require').message, /unknown connection keyword "sslmod"/)
+  })
+
+  it('an encoded "=" and space in a URI key cannot smuggle host=evil into the conninfo', () => {
+    const e = parseFails('postgresql://u@good/d?sslmode%3Ddisable%20host=evil')
+    assert.match(e.message, /unknown connection keyword/)
+  })
+
+  it('text after a password that parses as a key is never echoed', () => {
+    for (const dsn of ['host=h password=abc def=ghi', 'host=h password=abc defghi', 'postgresql://h/d?password=abc&defghi', 'postgresql://h/d?password=abc&def=ghi']) {
+      const e = parseFails(dsn)
+      const all = [e.message, ...e.details, ...e.suggestions].join('\n')
+      assert.ok(!/def|ghi|abc/.test(all), `${dsn}: ${all}`)
+    }
+  })
+
+  it('service=: keys from PGSERVICEFILE, keys in the DSN win; PGSERVICE; PGSYSCONFDIR; an unknown service is an error', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mmlite-svc-'))
+    const file = path.join(dir, 'services.conf')
+    writeFileSync(file, '# services\n[other]\nhost=o\n[shop]\nhost=db.internal\nport = 6543\ndbname=shop\nsslmode=verify-full\n')
+    const env = {PGSERVICEFILE: file}
+    assert.deepEqual(obj(parseConnInfo('service=shop user=admin port=7000', {env})), {host: 'db.internal', port: '7000', dbname: 'shop', sslmode: 'verify-full', user: 'admin'})
+    assert.deepEqual(obj(parseConnInfo('postgresql://admin@/?service=shop', {env})).host, 'db.internal')
+    assert.equal(parseConnInfo('user=a', {env: {...env, PGSERVICE: 'other'}}).get('host'), 'o')
+    writeFileSync(path.join(dir, 'pg_service.conf'), '[sys]\nhost=sys.example\n')
+    assert.equal(parseConnInfo('service=sys', {env: {PGSERVICEFILE: path.join(dir, 'none'), PGSYSCONFDIR: dir}}).get('host'), 'sys.example')
+    assert.throws(() => parseConnInfo('service=nope', {env}), /service "nope" not found/)
+    writeFileSync(file, '[bad]\nhots=x\n')
+    assert.throws(() => parseConnInfo('service=bad', {env}), /services\.conf:2: unknown connection keyword "hots"/)
   })
 })
