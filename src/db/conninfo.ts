@@ -287,9 +287,122 @@ export function toClientConfig(ci: ConnInfo, connectTimeoutMs?: number): Record<
   const ct = ci.get('connect_timeout')
   if (connectTimeoutMs !== undefined) cfg.connectionTimeoutMillis = connectTimeoutMs
   else if (ct && Number(ct) > 0) cfg.connectionTimeoutMillis = Number(ct) * 1000
-  const sslmode = ci.get('sslmode') ?? process.env.PGSSLMODE
-  if (sslmode && sslmode !== 'disable' && sslmode !== 'allow' && sslmode !== 'prefer') {
-    cfg.ssl = sslmode === 'verify-full' || sslmode === 'verify-ca' ? {rejectUnauthorized: true} : {rejectUnauthorized: false}
-  }
+  refuseUnsupported(ci)
   return cfg
+}
+
+/**
+ * Keys libpq knows that change who we talk to or how we authenticate, which the CLI's own
+ * connections (node-postgres) cannot honour: refused rather than silently ignored.
+ */
+function refuseUnsupported(ci: ConnInfo): void {
+  const no = (key: string, why: string) => {
+    throw new MmliteError(`connection keyword "${key}" is not supported by mmlite's own connections: ${why}`, {
+      code: ExitCode.Config,
+      suggestions: ['Remove it from the DSN (a peer_dsn may still carry it for the subscriptions).'],
+    })
+  }
+  const v = (k: string) => ci.get(k)
+  if (v('channel_binding') === 'require') no('channel_binding', 'channel binding cannot be required')
+  if (v('require_auth')) no('require_auth', 'the authentication method cannot be restricted')
+  if (v('gssencmode') === 'require') no('gssencmode', 'GSSAPI encryption is not available')
+  for (const k of ['requirepeer', 'krbsrvname', 'gsslib', 'gssdelegation', 'sslcrldir', 'sslkeylogfile', 'oauth_issuer', 'oauth_client_id', 'oauth_client_secret', 'oauth_scope', 'min_protocol_version', 'max_protocol_version', 'replication'])
+    if (ci.has(k)) no(k, 'not implemented')
+  if (ci.has('passfile')) no('passfile', 'set PGPASSFILE instead')
+  if (v('sslcertmode') === 'require') no('sslcertmode', 'sslcertmode=require is not implemented')
+  const tsa = v('target_session_attrs')
+  if (tsa && tsa !== 'any') no('target_session_attrs', 'one host per node, so only "any"')
+  const lbh = v('load_balance_hosts')
+  if (lbh && lbh !== 'disable') no('load_balance_hosts', 'one host per node')
+}
+
+// ---------------------------------------------------------------------------------------- TLS
+
+export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const
+export type SslMode = (typeof SSL_MODES)[number]
+
+export interface TlsOptions {
+  rejectUnauthorized: boolean
+  ca?: string
+  cert?: string
+  key?: string
+  passphrase?: string
+  crl?: string
+  servername?: string
+  minVersion?: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3'
+  maxVersion?: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3'
+  checkServerIdentity?: () => undefined
+}
+
+/**
+ * How the CLI connects, following libpq's sslmode exactly: the TLS settings of each attempt in
+ * order (false = no TLS) and when to move on to the next one.
+ *  - disable: no TLS. allow: no TLS, then TLS if the server refuses. prefer (libpq's default):
+ *    TLS, then no TLS if the server does not support it. require: TLS; verified like verify-ca
+ *    when a root certificate file exists. verify-ca: the chain must lead to sslrootcert.
+ *    verify-full: and the certificate must name the host. sslrootcert=system: the system's CAs,
+ *    verify-full only.
+ *  - sslrootcert (PGSSLROOTCERT, ~/.postgresql/root.crt), sslcert/sslkey (PGSSLCERT/PGSSLKEY,
+ *    ~/.postgresql/postgresql.crt/.key), sslpassword, sslcrl, ssl_min/max_protocol_version, sslsni.
+ *  - Unix-domain sockets never use TLS (as in libpq).
+ */
+export function tlsAttempts(ci: ConnInfo, env: NodeJS.ProcessEnv = process.env): {mode: SslMode; attempts: Array<TlsOptions | false>} {
+  const raw = ci.get('sslmode') ?? env.PGSSLMODE ?? 'prefer'
+  if (!(SSL_MODES as readonly string[]).includes(raw)) bad(`invalid sslmode "${raw}" (one of: ${SSL_MODES.join(', ')})`)
+  const mode = raw as SslMode
+  const host = ci.get('host') ?? ci.get('hostaddr') ?? env.PGHOST ?? 'localhost'
+  if (mode === 'disable' || host.startsWith('/')) return {mode, attempts: [false]}
+  const home = path.join(os.homedir(), '.postgresql')
+  const file = (what: string, explicit: string | undefined, dflt: string): string | undefined => {
+    if (explicit !== undefined && explicit !== '') {
+      try {
+        return readFileSync(explicit, 'utf8')
+      } catch (e) {
+        bad(`cannot read ${what} ${explicit}: ${(e as Error).message}`)
+      }
+    }
+    const d = path.join(home, dflt)
+    return existsSync(d) ? readFileSync(d, 'utf8') : undefined
+  }
+  const rootName = ci.get('sslrootcert') ?? env.PGSSLROOTCERT
+  const system = rootName === 'system'
+  if (system && mode !== 'verify-full') bad(`weak sslmode "${mode}" may not be used with sslrootcert=system (use "verify-full")`)
+  const ca = system ? undefined : file('root certificate file (sslrootcert)', rootName, 'root.crt')
+  const cert = file('client certificate (sslcert)', ci.get('sslcert') ?? env.PGSSLCERT, 'postgresql.crt')
+  const key = cert !== undefined ? file('client key (sslkey)', ci.get('sslkey') ?? env.PGSSLKEY, 'postgresql.key') : undefined
+  if (cert !== undefined && key === undefined) bad('a client certificate (sslcert) was found but no key: set sslkey')
+  const verify = mode === 'verify-ca' || mode === 'verify-full' || (mode === 'require' && ca !== undefined)
+  if (verify && ca === undefined && !system) {
+    bad(
+      `sslmode=${mode}: root certificate file "${rootName ?? path.join(home, 'root.crt')}" does not exist; provide it (sslrootcert), use the system's trusted roots with sslrootcert=system, or change sslmode to disable server certificate verification`,
+    )
+  }
+  const version = (k: string): TlsOptions['minVersion'] => {
+    const v = ci.get(k)
+    if (v === undefined || v === '') return undefined
+    if (!['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'].includes(v)) bad(`invalid ${k} "${v}"`)
+    return v as TlsOptions['minVersion']
+  }
+  const tls: TlsOptions = {rejectUnauthorized: verify, minVersion: version('ssl_min_protocol_version') ?? 'TLSv1.2'}
+  const maxV = version('ssl_max_protocol_version')
+  if (maxV) tls.maxVersion = maxV
+  if (ca !== undefined) tls.ca = ca
+  if (cert !== undefined && ci.get('sslcertmode') !== 'disable') {
+    tls.cert = cert
+    tls.key = key
+    if (ci.has('sslpassword')) tls.passphrase = ci.get('sslpassword')
+  }
+  const crl = ci.get('sslcrl')
+  if (crl) tls.crl = file('certificate revocation list (sslcrl)', crl, 'root.crl')
+  if (ci.get('sslsni') !== '0' && !/^[\d.]+$|:/.test(host)) tls.servername = host
+  // verify-ca: the chain only; verify-full: also the host name (node's default check)
+  if (mode !== 'verify-full') tls.checkServerIdentity = () => undefined
+  switch (mode) {
+    case 'allow':
+      return {mode, attempts: [false, tls]}
+    case 'prefer':
+      return {mode, attempts: [tls, false]}
+    default:
+      return {mode, attempts: [tls]}
+  }
 }

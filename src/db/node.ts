@@ -3,7 +3,7 @@
  * preflight and status can say why (refused / DNS / auth / timeout).
  */
 import pg from 'pg'
-import {describeTarget, toClientConfig} from './conninfo.js'
+import {describeTarget, tlsAttempts, toClientConfig} from './conninfo.js'
 import {sessionOptions, type SessionTimeouts} from './session.js'
 import {redactText} from './redact.js'
 import {MmliteError, ExitCode} from '../errors.js'
@@ -78,24 +78,35 @@ export class NodeConn {
     if (opts.replication) cfg.replication = 'database'
     // search_path pinned and timeouts set in the startup packet: they beat role and database settings
     cfg.options = sessionOptions(this.node.conn, opts)
-    const c = new pg.Client(cfg)
-    c.on('error', () => {
-      /* reported through the failing query */
-    })
-    try {
-      await c.connect()
-    } catch (e) {
-      await c.end().catch(() => {})
-      const {kind, message} = classifyConnectError(e)
-      throw new MmliteError(`node ${this.name} (${this.target}${opts.replication ? ', replication connection' : ''}): ${message}`, {
-        code: ExitCode.Unreachable,
-        details: [`failure: ${kind}`],
-        suggestions: opts.replication
-          ? [
-              `A logical replication connection to ${this.name} (replication=database) needs a role with REPLICATION (or a superuser); pg_hba.conf matches it by its database, like an ordinary connection.`,
-            ]
-          : [],
+    const {mode, attempts} = tlsAttempts(this.node.conn)
+    let c: pg.Client
+    for (let i = 0; ; i++) {
+      c = new pg.Client({...cfg, ssl: attempts[i]})
+      c.on('error', () => {
+        /* reported through the failing query */
       })
+      try {
+        await c.connect()
+        break
+      } catch (e) {
+        await c.end().catch(() => {})
+        const err = e as {code?: string; message?: string}
+        // libpq: prefer falls back to no TLS when the server has none; allow tries TLS when the server refuses a plain connection
+        const next =
+          i + 1 < attempts.length &&
+          ((mode === 'prefer' && /does not support SSL/i.test(err.message ?? '')) || (mode === 'allow' && (err.code === '28000' || err.code === '28P01')))
+        if (next) continue
+        const {kind, message} = classifyConnectError(e)
+        throw new MmliteError(`node ${this.name} (${this.target}${opts.replication ? ', replication connection' : ''}): ${message}`, {
+          code: ExitCode.Unreachable,
+          details: [`failure: ${kind}`, `sslmode: ${mode}`],
+          suggestions: opts.replication
+            ? [
+                `A logical replication connection to ${this.name} (replication=database) needs a role with REPLICATION (or a superuser); pg_hba.conf matches it by its database, like an ordinary connection.`,
+              ]
+            : [],
+        })
+      }
     }
     try {
       // a session mmlite keeps open may sit idle for a long time (the lock session always does)

@@ -12,8 +12,10 @@ import {
   quoteConnValue,
   redactText,
   renderConnInfo,
+  tlsAttempts,
   toClientConfig,
   type ConnInfo,
+  type TlsOptions,
 } from '../../src/db/conninfo.js'
 import {REDACTED} from '../../src/db/redact.js'
 import {escapeLiteral} from '../../src/db/quote.js'
@@ -252,9 +254,47 @@ describe('conninfo: toClientConfig', () => {
     assert.equal(c.ssl, undefined)
   })
 
-  it('sslmode: require → no verification, verify-full → verification', () => {
-    assert.deepEqual(toClientConfig(parseConnInfo('host=h sslmode=require')).ssl, {rejectUnauthorized: false})
-    assert.deepEqual(toClientConfig(parseConnInfo('host=h sslmode=verify-full')).ssl, {rejectUnauthorized: true})
+  it('sslmode follows libpq: attempts in order, verification, files, refusals', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mmlite-tls-'))
+    const ca = path.join(dir, 'ca.crt')
+    writeFileSync(ca, 'CA PEM')
+    const env = {HOME: dir} as NodeJS.ProcessEnv
+    const t = (dsn: string, e: NodeJS.ProcessEnv = env) => tlsAttempts(parseConnInfo(dsn, {env: e}), e)
+    const home = os.homedir
+    // ~/.postgresql defaults must not come from the developer's home
+    ;(os as {homedir: () => string}).homedir = () => dir
+    try {
+      assert.deepEqual(t('host=h sslmode=disable').attempts, [false])
+      const prefer = t('host=h')
+      assert.equal(prefer.mode, 'prefer')
+      assert.equal(prefer.attempts.length, 2)
+      assert.equal(prefer.attempts[1], false)
+      assert.equal((prefer.attempts[0] as TlsOptions).rejectUnauthorized, false)
+      const allow = t('host=h sslmode=allow').attempts
+      assert.equal(allow[0], false)
+      assert.equal((allow[1] as TlsOptions).rejectUnauthorized, false)
+      assert.equal((t('host=h sslmode=require').attempts[0] as TlsOptions).rejectUnauthorized, false)
+      // require with a root certificate behaves like verify-ca
+      const req = t(`host=h sslmode=require sslrootcert=${ca}`).attempts[0] as TlsOptions
+      assert.equal(req.rejectUnauthorized, true)
+      assert.equal(req.ca, 'CA PEM')
+      assert.equal(typeof req.checkServerIdentity, 'function')
+      const full = t(`host=db.example sslmode=verify-full sslrootcert=${ca}`).attempts[0] as TlsOptions
+      assert.equal(full.rejectUnauthorized, true)
+      assert.equal(full.checkServerIdentity, undefined)
+      assert.equal(full.servername, 'db.example')
+      // PGSSLMODE / PGSSLROOTCERT
+      const envd = t('host=h', {...env, PGSSLMODE: 'verify-ca', PGSSLROOTCERT: ca})
+      assert.equal(envd.mode, 'verify-ca')
+      assert.equal((envd.attempts[0] as TlsOptions).ca, 'CA PEM')
+      assert.throws(() => t('host=h sslmode=verify-full'), /root certificate file .* does not exist/)
+      assert.throws(() => t('host=h sslmode=require sslrootcert=system'), /weak sslmode "require"/)
+      assert.throws(() => t('host=h sslmode=bogus'), /invalid sslmode "bogus"/)
+      assert.deepEqual(t('host=/tmp sslmode=require').attempts, [false], 'no TLS on a Unix socket')
+      assert.throws(() => toClientConfig(parseConnInfo('host=h channel_binding=require')), /channel_binding.*not supported/)
+    } finally {
+      ;(os as {homedir: () => string}).homedir = home
+    }
   })
 
   it('rejects a bad port and several hosts', () => {
