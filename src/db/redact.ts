@@ -16,3 +16,15 @@ export function redactText(text: string): string {
     )
     .replace(/([?&](?:ssl)?password=)[^&\s]*/gi, `$1${REDACTED}`)
 }
+
+/**
+ * What the terminal shows while a DSN is being typed: the password part masked even before the
+ * DSN is complete (URI userinfo up to "@", `password=...`, `?password=...`).
+ */
+export function maskTypedDsn(v: string): string {
+  const stars = (x: string) => '*'.repeat(Math.min(x.length, 8))
+  return v
+    .replace(/^(\s*postgres(?:ql)?:\/\/[^:/@?]*:)([^@/?]*)/i, (_m, a: string, pw: string) => a + stars(pw))
+    .replace(/(\b(?:ssl)?password\s*=\s*)('(?:\\.|[^'\\])*'?|\S*)/gi, (_m, a: string, pw: string) => a + stars(pw))
+    .replace(/([?&](?:ssl)?password=)([^&\s]*)/gi, (_m, a: string, pw: string) => a + stars(pw))
+}

@@ -43,6 +43,21 @@ setSessionGuard(() => {
   for (const l of live) if (l.lost) throw l.lostError()
 })
 
+/**
+ * A node without peer_dsn is reached by its peers' subscriptions through its dsn: a password in
+ * it is stored in pg_subscription on every peer (and in server logs with log_statement = ddl).
+ * Said loudly whenever subscriptions may be created; README "Security model" has the fix.
+ */
+function warnPeerPasswords(cluster: Cluster): void {
+  const risky = cluster.names.map(n => cluster.node(n).node).filter(n => n.peerDsn === undefined && n.conn.has('password'))
+  if (!risky.length) return
+  process.stderr.write(
+    `warning: ${risky.map(n => n.name).join(', ')}: no peer_dsn, so the subscriptions on the other nodes connect with the dsn, whose password ` +
+      'is then stored in pg_subscription on every peer (readable by superusers, logged with log_statement = ddl).\n' +
+      '  Give each node a peer_dsn with a dedicated replication role and no password in it (use ~/.pgpass of the server OS user), see README "Security model and privileges".\n',
+  )
+}
+
 export class ClusterLock {
   /** set when a lock session ended while the lock was meant to be held */
   lost?: string
@@ -143,6 +158,7 @@ export class ClusterLock {
     }
     const lock = new ClusterLock(cluster.cfg.cluster, slot, held)
     live.add(lock)
+    if (command === 'init' || command === 'add-node') warnPeerPasswords(cluster)
     return lock
   }
 

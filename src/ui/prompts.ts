@@ -5,7 +5,13 @@
 
 export interface Prompts {
   confirm(opts: {message: string; default?: boolean}): Promise<boolean>
-  input(opts: {message: string; default?: string; validate?: (v: string) => boolean | string | Promise<boolean | string>}): Promise<string>
+  /** transformer: what the terminal shows of the typed value (e.g. a DSN with its password masked) */
+  input(opts: {
+    message: string
+    default?: string
+    validate?: (v: string) => boolean | string | Promise<boolean | string>
+    transformer?: (v: string, state: {isFinal: boolean}) => string
+  }): Promise<string>
   checkbox<T extends string>(opts: {message: string; choices: {name: string; value: T; checked?: boolean}[]}): Promise<T[]>
   select<T extends string>(opts: {message: string; choices: {name: string; value: T}[]}): Promise<T>
 }

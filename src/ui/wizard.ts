@@ -6,6 +6,7 @@
 import {checkName, writeNewConfig} from '../config/config.js'
 import {parseConnInfo, describeTarget} from '../db/conninfo.js'
 import {NodeConn} from '../db/node.js'
+import {maskTypedDsn} from '../db/redact.js'
 import {makeTableName} from '../config/tables.js'
 import type {Prompts} from './prompts.js'
 import {MmliteError, ExitCode, errorMessage} from '../errors.js'
@@ -24,6 +25,8 @@ export async function runWizard(file: string, prompts: Prompts, say: (line: stri
     const idx = nodes.length + 1
     const dsn = await prompts.input({
       message: `DSN of node ${idx}${idx > 2 ? ' (empty to finish)' : ''}:`,
+      // a typed password is never shown (better: leave it out and use ~/.pgpass or PGPASSWORD)
+      transformer: v => maskTypedDsn(v),
       validate: async v => {
         if (!v.trim()) return idx > 2 ? true : 'at least two nodes are needed'
         try {
@@ -73,5 +76,12 @@ export async function runWizard(file: string, prompts: Prompts, say: (line: stri
   if (chosen.length === 0) throw new MmliteError('no table chosen', {code: ExitCode.Config})
   await writeNewConfig(file, {cluster, tables: chosen, nodes})
   say(`Wrote ${file}.`)
+  const withPassword = nodes.filter(n => parseConnInfo(n.dsn).has('password')).map(n => n.name)
+  if (withPassword.length) {
+    say(
+      `Note: the DSN of ${withPassword.join(', ')} holds a password, now in ${file} (readable only by you) and, without a peer_dsn, ` +
+        "in every peer's pg_subscription. Prefer ~/.pgpass, PGPASSWORD or password=${VAR} (see README \"Security model and privileges\").",
+    )
+  }
 
 }
