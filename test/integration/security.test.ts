@@ -11,11 +11,14 @@
  */
 import assert from 'node:assert/strict'
 import {statSync} from 'node:fs'
-import {writeFile} from 'node:fs/promises'
+import {mkdir, rm, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import pg from 'pg'
 import {stopAllStarted, type LocalServer} from '../../src/local/server.js'
-import {lockSlotName} from '../../src/engine/lock.js'
+import {ClusterLock, lockSlotName} from '../../src/engine/lock.js'
+import {Journal} from '../../src/engine/journal.js'
+import {Cluster} from '../../src/cluster/cluster.js'
+import {loadConfig} from '../../src/config/config.js'
 import {lockKey} from '../../src/cluster/naming.js'
 import * as h from '../helpers/cluster.js'
 
@@ -113,6 +116,8 @@ describe('security: planted built-ins and role/database search_path on PostgreSQ
       await sqlDb(s, h.SCHEMA)
     }
     await sqlDb(servers[0], "INSERT INTO public.users SELECT g, 1, 'seed ' || g, 'node1' FROM generate_series(1, 20) g")
+    // idle sessions are ended after 2 s here: mmlite's lock sessions (idle all run long) must survive it
+    for (const s of servers) await h.sql(s, `ALTER ROLE postgres IN DATABASE ${DB} SET idle_session_timeout = '2s'`)
     dir = await h.tempDir()
     cfg = await writeCfg(dir, servers)
   })
@@ -147,6 +152,23 @@ describe('security: planted built-ins and role/database search_path on PostgreSQ
       assert.equal(again.code, 0, again.stderr + again.stdout)
     } finally {
       await mallory.end()
+    }
+  })
+
+  it('a state file changed between reading it and holding the lock: refused, nothing taken', async () => {
+    const config = loadConfig(cfg)
+    const journal = Journal.open(cfg, 'shop')
+    assert.deepEqual(journal.unfinished(), [])
+    const cluster = new Cluster(config)
+    try {
+      // another run records an operation meanwhile
+      await mkdir(path.join(path.dirname(cfg), '.mmlite'), {recursive: true})
+      await writeFile(path.join(path.dirname(cfg), '.mmlite/journal.json'), JSON.stringify({version: 1, cluster: 'shop', operations: {x: {}}}))
+      await assert.rejects(ClusterLock.acquire(cluster, 'test'), /journal\.json changed while this run was starting/)
+      for (const s of servers) assert.deepEqual(await sqlDb(s, 'SELECT slot_name FROM pg_replication_slots WHERE slot_name = $1', [lockSlotName('shop')]), [])
+    } finally {
+      await rm(path.join(path.dirname(cfg), '.mmlite/journal.json'), {force: true})
+      for (const n of cluster.names) await cluster.node(n).close()
     }
   })
 
