@@ -69,17 +69,7 @@ export async function appendPrivate(file: string, content: string): Promise<void
   await privateDir(path.dirname(file))
   const fh = await open(file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, FILE_MODE)
   try {
-    await fh.writeFile(content)
-  } finally {
-    await fh.close()
-  }
-}
-
-/** Create a new private file (0600, exclusive, no links followed) in a 0700 directory. */
-export async function writeNewPrivate(file: string, content: string): Promise<void> {
-  await privateDir(path.dirname(file))
-  const fh = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, FILE_MODE)
-  try {
+    await fh.chmod(FILE_MODE) // a file an older version left readable to others is tightened
     await fh.writeFile(content)
   } finally {
     await fh.close()
