@@ -124,7 +124,10 @@ export class ClusterLock {
                 : err.code === '53400'
                   ? 'The cluster lock needs one free replication slot on each node: raise max_replication_slots or drop unused slots.'
                   : 'See the server log of that node.'
-            throw new MmliteError(`node ${n}: cannot take the lock of cluster "${cluster.cfg.cluster}": ${err.message}`, {code: ExitCode.Failed, suggestions: [hint]})
+            throw new MmliteError(`node ${n}: cannot take the lock of cluster "${cluster.cfg.cluster}": ${err.message}`, {
+              code: err.code === '42501' || err.code === '53400' ? ExitCode.Preflight : ExitCode.Failed,
+              suggestions: [hint],
+            })
           }
         }
         const who = await s.query<{pid: number | null; application_name: string | null; usename: string | null; backend_start: Date | null}>(HOLDER_SQL, [slot]).catch(() => ({rows: []}))
