@@ -67,6 +67,31 @@ describe('libpq connection behaviour (password-protected server)', function () {
     assert.deepEqual(out.nodes.map(n => n.reachable), [true, true])
   })
 
+  it('${VAR} in a DSN value stays that value: a password with spaces and "=" does not add keys', async () => {
+    // the variable looks like more conninfo: pasted into the DSN text it would change the port
+    const injected = `${SECRET} port=1`
+    for (const s of servers) await h.sql(s, `ALTER ROLE app PASSWORD '${injected.replace(/'/g, "''")}'`)
+    try {
+      const out = await status(servers.map((s, i) => `  - name: n${i + 1}\n    dsn: "host=127.0.0.1 port=${s.port} dbname=postgres user=app password=\${MM_PW}"`), {MM_PW: injected})
+      assert.deepEqual(out.nodes.map(n => n.reachable), [true, true])
+    } finally {
+      for (const s of servers) await h.sql(s, `ALTER ROLE app PASSWORD '${SECRET.replace(/'/g, "''")}'`)
+    }
+  })
+
+  it('service= from PGSERVICEFILE (keys in the DSN win); an unknown key is refused', async () => {
+    const file = path.join(dir, 'services.conf')
+    const lines = servers.flatMap((s, i) => [`[n${i + 1}]`, 'host=127.0.0.1', `port=${s.port}`, 'dbname=postgres', 'user=nobody'])
+    await writeFile(file, lines.join('\n') + '\n')
+    const out = await status(servers.map((_, i) => `  - {name: n${i + 1}, dsn: "service=n${i + 1} user=app"}`), {PGSERVICEFILE: file, PGPASSWORD: SECRET})
+    assert.deepEqual(out.nodes.map(n => n.reachable), [true, true])
+    const cfg = path.join(dir, 'mmlite.yaml')
+    await writeFile(cfg, ['cluster: shop', 'tables: [public.t]', 'nodes:', `  - {name: n1, dsn: "postgresql://app@127.0.0.1:${servers[0].port}/postgres?sslmode%3Ddisable%20host=evil"}`, `  - {name: n2, dsn: "host=127.0.0.1"}`].join('\n') + '\n')
+    const r = await h.runCli(['status', '-c', cfg])
+    assert.equal(r.code, 10, r.stdout + r.stderr)
+    assert.match(r.stdout + r.stderr, /unknown connection keyword "sslmode=disable host"/)
+  })
+
   it('a wrong password is an authentication failure, named as such', async () => {
     const out = await status(servers.map((s, i) => `  - {name: n${i + 1}, dsn: "postgresql://app:Pa55wrong@127.0.0.1:${s.port}/postgres"}`))
     for (const n of out.nodes) {
