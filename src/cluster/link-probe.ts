@@ -199,7 +199,7 @@ interface UniqueIndex {
   columns: string[]
 }
 
-const UNIQUE_INDEXES_SQL = `SELECT i.indexrelid::regclass::text AS index,
+const UNIQUE_INDEXES_SQL = `SELECT (SELECT ic.relname::text FROM pg_catalog.pg_class ic WHERE ic.oid = i.indexrelid) AS index,
        array_agg(a.attname::text ORDER BY k.ord) AS columns
   FROM pg_index i
   CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
