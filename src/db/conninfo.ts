@@ -287,6 +287,8 @@ export function toClientConfig(ci: ConnInfo, connectTimeoutMs?: number): Record<
   const ct = ci.get('connect_timeout')
   if (connectTimeoutMs !== undefined) cfg.connectionTimeoutMillis = connectTimeoutMs
   else if (ct && Number(ct) > 0) cfg.connectionTimeoutMillis = Number(ct) * 1000
+  const negotiation = ci.get('sslnegotiation')
+  if (negotiation) cfg.sslnegotiation = negotiation
   refuseUnsupported(ci)
   return cfg
 }
@@ -350,6 +352,9 @@ export function tlsAttempts(ci: ConnInfo, env: NodeJS.ProcessEnv = process.env):
   const raw = ci.get('sslmode') ?? env.PGSSLMODE ?? 'prefer'
   if (!(SSL_MODES as readonly string[]).includes(raw)) bad(`invalid sslmode "${raw}" (one of: ${SSL_MODES.join(', ')})`)
   const mode = raw as SslMode
+  const negotiation = ci.get('sslnegotiation') ?? env.PGSSLNEGOTIATION
+  if (negotiation !== undefined && negotiation !== 'postgres' && negotiation !== 'direct') bad(`invalid sslnegotiation "${negotiation}" (postgres or direct)`)
+  if (negotiation === 'direct' && !['require', 'verify-ca', 'verify-full'].includes(mode)) bad(`sslnegotiation=direct requires sslmode require, verify-ca or verify-full (not ${mode})`)
   const host = ci.get('host') ?? ci.get('hostaddr') ?? env.PGHOST ?? 'localhost'
   if (mode === 'disable' || host.startsWith('/')) return {mode, attempts: [false]}
   const home = path.join(os.homedir(), '.postgresql')

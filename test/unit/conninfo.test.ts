@@ -292,6 +292,8 @@ describe('conninfo: toClientConfig', () => {
       assert.throws(() => t('host=h sslmode=bogus'), /invalid sslmode "bogus"/)
       assert.deepEqual(t('host=/tmp sslmode=require').attempts, [false], 'no TLS on a Unix socket')
       assert.throws(() => toClientConfig(parseConnInfo('host=h channel_binding=require')), /channel_binding.*not supported/)
+      assert.throws(() => t('host=h sslnegotiation=direct'), /sslnegotiation=direct requires sslmode require/)
+      assert.equal(toClientConfig(parseConnInfo('host=h sslmode=require sslnegotiation=direct')).sslnegotiation, 'direct')
     } finally {
       ;(os as {homedir: () => string}).homedir = home
     }
