@@ -66,6 +66,8 @@ export interface Change {
 
 export interface DecodedTx {
   xid: number
+  /** the LSN of the transaction's first change (the lsn of its Begin row in a SQL peek), when known */
+  firstLsn?: string
   /** LSN of the commit record: ALTER SUBSCRIPTION ... SKIP (lsn = finalLsn) */
   finalLsn: string
   /** end of the commit record: a subscription's origin is here once it applied (or skipped) the transaction */
@@ -205,8 +207,8 @@ export class PgoutputDecoder {
   readonly relations = new Map<number, Relation>()
   private current?: DecodedTx
 
-  /** Feed one message; returns the transaction when the message was its Commit. */
-  push(msg: Buffer): DecodedTx | undefined {
+  /** Feed one message (with its row's lsn from a SQL peek); returns the transaction when the message was its Commit. */
+  push(msg: Buffer, lsn?: string): DecodedTx | undefined {
     const r = new Reader(msg)
     const type = r.byte()
     switch (type) {
@@ -214,7 +216,7 @@ export class PgoutputDecoder {
         const finalLsn = formatLsn(r.uint64())
         const ts = r.int64()
         const xid = r.uint32()
-        this.current = {xid, finalLsn, endLsn: '', commitTime: pgTimestampToIso(ts), changes: [], messages: 0}
+        this.current = {xid, ...(lsn ? {firstLsn: lsn} : {}), finalLsn, endLsn: '', commitTime: pgTimestampToIso(ts), changes: [], messages: 0}
         return undefined
       }
       case 'C': {
@@ -316,11 +318,11 @@ export class PgoutputDecoder {
 }
 
 /** Decode a whole sequence of messages; a trailing incomplete transaction is left out. */
-export function decodeMessages(msgs: Buffer[]): DecodedTx[] {
+export function decodeMessages(msgs: Buffer[], lsns?: string[]): DecodedTx[] {
   const d = new PgoutputDecoder()
   const out: DecodedTx[] = []
-  for (const m of msgs) {
-    const tx = d.push(m)
+  for (const [i, m] of msgs.entries()) {
+    const tx = d.push(m, lsns?.[i])
     if (tx) out.push(tx)
   }
   return out

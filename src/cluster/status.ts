@@ -80,6 +80,8 @@ export interface StuckInfo {
   evidence: string
   /** the subscriber's logged error, when its log is readable over SQL */
   error: string | null
+  /** set when applying fails but which transaction fails cannot be told (xid / final_lsn are then the first pending one's) */
+  unsure?: string
 }
 
 export interface NodeData {
@@ -361,7 +363,7 @@ async function probeStuck(cfg: Config, probes: NodeProbe[], unfinished: Unfinish
           const v = await observeLink(ends, {windowMs: STUCK_WINDOW_MS, snapshot: true})
           if (v.state !== 'stuck') return
           const error = await lastApplyError(ends.sub, {name: l.name, oid: v.sub.oid}, v.tx)
-          out.set(linkKey(l.from, l.to), {xid: v.tx.xid, final_lsn: v.tx.finalLsn, commit_time: v.tx.commitTime, evidence: v.evidence, error})
+          out.set(linkKey(l.from, l.to), {xid: v.tx.xid, final_lsn: v.tx.finalLsn, commit_time: v.tx.commitTime, evidence: v.evidence, error, ...(v.unsure ? {unsure: v.unsure} : {})})
         } catch {
           /* status never fails for one link: the link keeps its other reasons */
         }
@@ -444,7 +446,8 @@ export function classifyLink(i: LinkInput): LinkStatus {
   else if (!sub) critical.push(`subscription missing on ${to.name}`)
   else {
     const st = i.stuck
-    if (st) {
+    if (st?.unsure) critical.push(`stuck: applying fails (${st.evidence}), but ${st.unsure}`)
+    else if (st) {
       critical.push(
         `stuck: transaction ${st.xid} (final LSN ${st.final_lsn}) fails to apply: ${st.evidence}${st.error ? `: ${st.error}` : ''}; ` +
           `\`mmlite skip-tx --from ${from.name} --node ${to.name}\` shows it and can skip it`,

@@ -95,7 +95,8 @@ export interface SkippedView extends TxView {
   sqlFile: string
 }
 
-export type LinkOutcome = 'would-skip' | 'recovered' | 'still-stuck' | 'moved-on'
+/** unsure: applying fails, but which transaction fails cannot be told; nothing skipped (see message) */
+export type LinkOutcome = 'would-skip' | 'recovered' | 'still-stuck' | 'moved-on' | 'unsure'
 
 export interface LinkReport {
   from: string
@@ -411,15 +412,23 @@ export async function runSkipTx(cfg: Config, opts: SkipTxOptions): Promise<SkipT
     // 1. detect, every link at once
     const verdicts = await Promise.all(ends.map(e => watchLink(e)))
     const stuck: Stuck[] = []
+    const unsure: LinkReport[] = []
     for (const [i, v] of verdicts.entries()) {
       const e = ends[i]
-      if (v.state === 'stuck') {
+      if (v.state === 'stuck' && v.unsure) {
+        const method = methodFor(v.sub, opts.method, e.to)
+        unsure.push({from: e.from, to: e.to, subscription: e.name, method, state: 'unsure', blocking: null, skipped: [], sql: [], message: `fails to apply (${v.evidence}), but ${v.unsure}`})
+      } else if (v.state === 'stuck') {
         const view = await txView(e, v.sub, v.tx, v.evidence)
         stuck.push({ends: e, verdict: v, view, method: methodFor(v.sub, opts.method, e.to)})
       } else if (v.state === 'pending') result.notes.push(`${linkLabel(e)}: transaction ${v.tx.xid} (final LSN ${v.tx.finalLsn}) pending; ${v.note}`)
       else if (v.state === 'unavailable') result.notes.push(`${linkLabel(e)}: cannot tell (${v.reason})`)
     }
-    if (stuck.length === 0) return result
+    for (const u of unsure) opts.write(`${linkLabel(u)}  not sure which transaction fails: ${u.message}`)
+    if (stuck.length === 0) {
+      result.links = unsure
+      return result
+    }
 
     // 2. preview
     result.links = stuck.map(s => ({
@@ -438,7 +447,10 @@ export async function runSkipTx(cfg: Config, opts: SkipTxOptions): Promise<SkipT
       for (const l of formatTx(s.view)) opts.write(l)
       for (const q of result.links[i].sql) opts.write(`  ${opts.dryRun ? 'would run' : 'to run'} on ${q.node}: ${q.sql}`)
     }
-    if (opts.dryRun) return result
+    if (opts.dryRun) {
+      result.links.push(...unsure)
+      return result
+    }
     await opts.confirm(result.links)
 
     // 3.-5. skip, record, watch; per link, step by step
@@ -449,6 +461,7 @@ export async function runSkipTx(cfg: Config, opts: SkipTxOptions): Promise<SkipT
       await skipLink(cfg, journal!, s, report, opts)
       result.skipped += report.skipped.length
     }
+    result.links.push(...unsure)
     await journal!.finish()
     return result
   } finally {
@@ -478,6 +491,13 @@ async function skipLink(cfg: Config, journal: Journal, first: Stuck, report: Lin
 
     // watch the link
     const v = await watchLink(ends)
+    if (v.state === 'stuck' && v.unsure) {
+      report.state = 'unsure'
+      report.blocking = null
+      report.message = `the link fails again (${v.evidence}), but ${v.unsure}`
+      opts.write(`${linkLabel(ends)}: ${report.message}`)
+      return
+    }
     if (v.state === 'stuck') {
       const view = await txView(ends, v.sub, v.tx, v.evidence)
       opts.write(`${linkLabel(ends)}  the next transaction fails too: ${v.evidence}`)
