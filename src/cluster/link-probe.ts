@@ -18,12 +18,12 @@
  */
 import type pg from 'pg'
 import type {NodeConn} from '../db/node.js'
-import {escapeIdentifier as qi} from '../db/quote.js'
+import {escapeIdentifier as qi, escapeLiteral as ql} from '../db/quote.js'
 import {redactText} from '../db/redact.js'
 import {compareLsn} from '../db/lsn.js'
 import {errorMessage} from '../errors.js'
 import {sleep} from '../util/poll.js'
-import {decodeMessages, type Change, type DecodedTx} from './pgoutput-decode.js'
+import {PgoutputDecoder, type Change, type DecodedTx} from './pgoutput-decode.js'
 import {streamingMode, type StreamingMode} from './streaming.js'
 
 export const NATIVE_ORIGIN_OPTION_MIN = 160000
@@ -153,38 +153,118 @@ export function peekOptions(i: Pick<DecodeInput, 'publications' | 'origin' | 'pu
 
 /** Transactions the subscription would still apply: commit at or after `after`, and not empty. */
 export function pendingAfter(txs: DecodedTx[], after: string | null): DecodedTx[] {
-  return txs.filter(t => t.changes.length > 0 && (after === null || compareLsn(t.finalLsn, after) >= 0))
+  return txs.filter(t => t.changeCount > 0 && (after === null || compareLsn(t.finalLsn, after) >= 0))
 }
+
+/** Changes kept per decoded transaction (its preview); the rest are only counted. */
+export const PREVIEW_CHANGES = 20
+/** Rows fetched from the peek at a time: what the CLI holds of the decoded stream at once. */
+export const FETCH_ROWS = 200
 
 let copySeq = 0
 
+async function withSlotCopy<T>(session: pg.Client, slot: string, fn: (tmp: string) => Promise<T>): Promise<T> {
+  const tmp = `mmlite_peek_${process.pid}_${++copySeq}_${Math.random().toString(16).slice(2, 10)}`
+  await session.query('SELECT pg_catalog.pg_copy_logical_replication_slot($1::pg_catalog.name, $2::pg_catalog.name, true)', [slot, tmp])
+  try {
+    return await fn(tmp)
+  } finally {
+    await session.query('SELECT pg_catalog.pg_drop_replication_slot($1::pg_catalog.name)', [tmp]).catch(() => {})
+  }
+}
+
+/**
+ * One peek of the temporary slot `tmp` through a cursor: the server keeps the decoded output
+ * (spilling to disk), the CLI fetches FETCH_ROWS rows at a time and keeps per transaction only
+ * its header, change count and PREVIEW_CHANGES changes — memory stays bounded whatever the
+ * transaction's size. `each` sees every complete transaction; returning true stops early.
+ * `capture` gets every change of one transaction, a batch at a time.
+ */
+async function peekStream(
+  session: pg.Client,
+  tmp: string,
+  i: Pick<DecodeInput, 'publications' | 'origin' | 'publisherVersion'>,
+  o: {uptoLsn?: string; uptoChanges?: number; each: (tx: DecodedTx) => boolean; capture?: {finalLsn: string; onChanges: (chs: Change[]) => Promise<void>}},
+): Promise<{rows: number}> {
+  const sink: Change[] = []
+  const dec = new PgoutputDecoder({keepChanges: PREVIEW_CHANGES, ...(o.capture ? {capture: {finalLsn: o.capture.finalLsn, sink}} : {})})
+  const opts = peekOptions(i).map(x => `${ql(x)}::pg_catalog.text`).join(', ')
+  const upto = o.uptoLsn ? `${ql(o.uptoLsn)}::pg_catalog.pg_lsn` : 'NULL::pg_catalog.pg_lsn'
+  const n = o.uptoChanges ? `${o.uptoChanges}::pg_catalog.int4` : 'NULL::pg_catalog.int4'
+  let rows = 0
+  await session.query('BEGIN')
+  try {
+    await session.query(
+      `DECLARE mmlite_peek NO SCROLL CURSOR FOR SELECT lsn::pg_catalog.text AS lsn, data
+         FROM pg_catalog.pg_logical_slot_peek_binary_changes(${ql(tmp)}::pg_catalog.name, ${upto}, ${n}, VARIADIC ARRAY[${opts}])`,
+    )
+    for (;;) {
+      const r = await session.query<{lsn: string; data: Buffer}>(`FETCH ${FETCH_ROWS} FROM mmlite_peek`)
+      rows += r.rows.length
+      let stop = false
+      for (const row of r.rows) {
+        const tx = dec.push(row.data, row.lsn)
+        if (tx && o.each(tx)) {
+          stop = true
+          break
+        }
+      }
+      if (o.capture && sink.length) await o.capture.onChanges(sink.splice(0))
+      if (stop || r.rows.length < FETCH_ROWS) break
+    }
+  } finally {
+    await session.query('ROLLBACK').catch(() => {})
+  }
+  return {rows}
+}
+
 /**
  * The first `limit` transactions the link would apply next, decoded from a temporary copy of
- * the publisher's slot. `session` is a dedicated connection to the publisher (the temporary
- * slot lives as long as it; the caller ends it).
+ * the publisher's slot (each with its change count and a bounded preview of its changes).
+ * `session` is a dedicated connection to the publisher (the temporary slot lives as long as
+ * it; the caller ends it).
  */
 export async function decodePending(session: pg.Client, i: DecodeInput): Promise<DecodedTx[]> {
   const limit = i.limit ?? 1
-  const tmp = `mmlite_peek_${process.pid}_${++copySeq}_${Math.random().toString(16).slice(2, 10)}`
-  await session.query('SELECT pg_copy_logical_replication_slot($1, $2, true)', [i.slot, tmp])
-  try {
-    const opts = peekOptions(i)
-    // the copy starts at the slot's confirmed_flush, which may lie behind the origin: peek a
-    // growing number of messages until `limit` pending transactions are complete, or the end
+  return withSlotCopy(session, i.slot, async tmp => {
+    // the copy starts at the slot's confirmed_flush, which may lie behind the origin: decode a
+    // growing number of changes until `limit` pending transactions are complete, or the end
     for (let n = 256; ; n *= 4) {
-      const r = await session.query<{lsn: string; data: Buffer}>('SELECT lsn::text AS lsn, data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, VARIADIC $3::text[])', [tmp, n, opts])
-      const pending = pendingAfter(
-        decodeMessages(
-          r.rows.map(x => x.data),
-          r.rows.map(x => x.lsn),
-        ),
-        i.after,
-      )
-      if (pending.length >= limit || r.rows.length < n) return pending.slice(0, limit)
+      const pending: DecodedTx[] = []
+      const {rows} = await peekStream(session, tmp, i, {
+        uptoChanges: n,
+        each: tx => {
+          if (pendingAfter([tx], i.after).length) pending.push(tx)
+          return pending.length >= limit
+        },
+      })
+      if (pending.length >= limit || rows < n) return pending
     }
-  } finally {
-    await session.query('SELECT pg_drop_replication_slot($1)', [tmp]).catch(() => {})
-  }
+  })
+}
+
+/**
+ * Every change of the pending transaction `tx` (identified by its final LSN), a batch at a time,
+ * in order; returns its header as decoded now, or undefined when it is no longer in the slot.
+ */
+export async function streamTxChanges(
+  session: pg.Client,
+  i: DecodeInput,
+  tx: Pick<DecodedTx, 'finalLsn' | 'endLsn'>,
+  onChanges: (chs: Change[]) => Promise<void>,
+): Promise<DecodedTx | undefined> {
+  return withSlotCopy(session, i.slot, async tmp => {
+    let found: DecodedTx | undefined
+    await peekStream(session, tmp, i, {
+      uptoLsn: tx.endLsn,
+      capture: {finalLsn: tx.finalLsn, onChanges},
+      each: t => {
+        if (t.finalLsn === tx.finalLsn) found = t
+        return found !== undefined
+      },
+    })
+    return found
+  })
 }
 
 // ------------------------------------------------------------------------------------ collisions
@@ -366,7 +446,7 @@ export function identifyFailing(
   }
   if (!o.parallel) return {tx: first}
   const streamedBefore = pending.slice(1).filter(t => t.firstLsn !== undefined && compareLsn(t.firstLsn, first.finalLsn) < 0)
-  const candidates = streamedBefore.map(t => `transaction ${t.xid} (final LSN ${t.finalLsn}, ${t.changes.length} change(s))`)
+  const candidates = streamedBefore.map(t => `transaction ${t.xid} (final LSN ${t.finalLsn}, ${t.changeCount} change(s))`)
   return {
     tx: first,
     unsure:
@@ -500,21 +580,21 @@ function oneAtATime<T>(c: NodeConn, fn: () => Promise<T>): Promise<T> {
 }
 
 /** Decode what the link would apply next (using the subscription's own options). */
-export async function nextPending(link: LinkEnds, sub: SubscriptionState, limit = 1): Promise<DecodedTx[] | {unavailable: string}> {
+/** A dedicated publisher session for decoding the link's slot (one at a time per publisher). */
+async function withDecodeSession<T>(link: LinkEnds, sub: SubscriptionState, fn: (session: pg.Client, input: DecodeInput) => Promise<T>): Promise<T | {unavailable: string}> {
   const slotName = sub.slotName ?? link.name
   const slot = await readSlot(link.pub, slotName)
   if (!slot) return {unavailable: `slot ${slotName} missing on ${link.from}`}
   return oneAtATime(link.pub, async () => {
     const session = await link.pub.newSession('mmlite skip-tx peek')
     try {
-      return await decodePending(session, {
+      return await fn(session, {
         slot: slotName,
         plugin: slot.plugin,
         publications: sub.publications,
         origin: sub.origin,
         publisherVersion: slot.versionNum,
         after: sub.originLsn,
-        limit,
       })
     } catch (e) {
       return {unavailable: `cannot decode slot ${slotName} on ${link.from}: ${errorMessage(e)}`}
@@ -522,6 +602,21 @@ export async function nextPending(link: LinkEnds, sub: SubscriptionState, limit 
       await session.end().catch(() => {})
     }
   })
+}
+
+/** Decode what the link would apply next (using the subscription's own options). */
+export async function nextPending(link: LinkEnds, sub: SubscriptionState, limit = 1): Promise<DecodedTx[] | {unavailable: string}> {
+  return withDecodeSession(link, sub, (session, input) => decodePending(session, {...input, limit}))
+}
+
+/** Every change of the pending transaction `tx`, a batch at a time (see streamTxChanges). */
+export async function captureTx(
+  link: LinkEnds,
+  sub: SubscriptionState,
+  tx: Pick<DecodedTx, 'finalLsn' | 'endLsn'>,
+  onChanges: (chs: Change[]) => Promise<void>,
+): Promise<DecodedTx | undefined | {unavailable: string}> {
+  return withDecodeSession(link, sub, (session, input) => streamTxChanges(session, input, tx, onChanges))
 }
 
 /** Transactions looked at after the first pending one when telling which one fails. */

@@ -106,6 +106,7 @@ const TX: DecodedTx = {
   endLsn: '0/178B398',
   commitTime: '2026-11-26T12:42:34.123Z',
   messages: 0,
+  changeCount: 4,
   changes: [
     users('insert', {new: {values: {id: '5', name: "it's"}, unchanged: []}}),
     users('update', {key: {id: '6'}, new: {values: {id: '6', name: null}, unchanged: ['big']}}),
@@ -262,7 +263,7 @@ describe('mmlite.yaml: disable_on_error recorded', () => {
 })
 
 describe('identifyFailing / findLoggedFailure (which pending transaction fails)', () => {
-  const tx = (xid: number, firstLsn: string, finalLsn: string) => ({xid, firstLsn, finalLsn, endLsn: finalLsn, commitTime: '', changes: [], messages: 0})
+  const tx = (xid: number, firstLsn: string, finalLsn: string) => ({xid, firstLsn, finalLsn, endLsn: finalLsn, commitTime: '', changeCount: 0, changes: [], messages: 0})
   const S = tx(759, '0/1E2CDF0', '0/1E2CE80')
   const T = tx(758, '0/1BF6F70', '0/2062D40')
   const U = tx(760, '0/2062F00', '0/2063000')
