@@ -354,7 +354,9 @@ async function recentErrors(cfg: Config, probes: NodeProbe[], now: Date, windowS
     }
   const prev = await readHistory(cfg.file)
   const next = advanceHistory(prev, seen, now)
-  if (JSON.stringify(next) !== JSON.stringify(prev)) await writeHistory(cfg.file, next)
+  // nothing counted anywhere and nothing remembered: no file (status stays read-only on a healthy cluster)
+  const worth = Object.keys(prev).length > 0 || Object.values(next).some(e => e.apply + e.sync > 0)
+  if (worth && JSON.stringify(next) !== JSON.stringify(prev)) await writeHistory(cfg.file, next)
   const out = new Map<string, number>()
   for (const key of seen.keys()) {
     const ago = recentRise(next[key], now, windowS)
