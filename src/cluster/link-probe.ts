@@ -18,12 +18,13 @@
  */
 import type pg from 'pg'
 import type {NodeConn} from '../db/node.js'
-import {escapeIdentifier as qi} from '../db/quote.js'
+import {escapeIdentifier as qi, escapeLiteral as ql} from '../db/quote.js'
 import {redactText} from '../db/redact.js'
 import {compareLsn} from '../db/lsn.js'
 import {errorMessage} from '../errors.js'
 import {sleep} from '../util/poll.js'
-import {decodeMessages, type Change, type DecodedTx} from './pgoutput-decode.js'
+import {PgoutputDecoder, type Change, type DecodedTx} from './pgoutput-decode.js'
+import {streamingMode, type StreamingMode} from './streaming.js'
 
 export const NATIVE_ORIGIN_OPTION_MIN = 160000
 export const SKIP_LSN_MIN = 150000
@@ -48,6 +49,8 @@ export interface SubscriptionState {
   applyErrors: number | null
   /** origin progress (end LSN of the last applied remote commit); null before the first one */
   originLsn: string | null
+  /** 14+: the subscription's streaming mode; null before */
+  streaming: StreamingMode | null
   /** wal_retrieve_retry_interval of the subscriber: how soon a failed worker is restarted */
   retryIntervalMs: number
   versionNum: number
@@ -59,6 +62,7 @@ export function subscriptionStateSql(v: number): string {
        ${v >= 150000 ? 's.subdisableonerr' : 'NULL::bool'} AS disable_on_error,
        ${v >= 150000 ? "NULLIF(s.subskiplsn, '0/0')::text" : 'NULL::text'} AS skip_lsn,
        s.subpublications AS publications,
+       ${v >= 140000 ? 's.substream::text' : 'NULL::text'} AS streaming,
        ${v >= 160000 ? 's.suborigin' : 'NULL::text'} AS origin,
        s.subslotname::text AS slot_name,
        (SELECT st.pid FROM pg_stat_subscription st WHERE st.subid = s.oid AND st.relid IS NULL${leaderOnly} LIMIT 1) AS worker_pid,
@@ -81,6 +85,7 @@ interface SubRowRaw {
   apply_errors: string | number | null
   origin_lsn: string | null
   retry_ms: number | null
+  streaming: string | null
 }
 
 export async function readSubscription(c: NodeConn, name: string): Promise<SubscriptionState | undefined> {
@@ -99,6 +104,7 @@ export async function readSubscription(c: NodeConn, name: string): Promise<Subsc
     workerPid: r.worker_pid,
     applyErrors: r.apply_errors === null ? null : Number(r.apply_errors),
     originLsn: r.origin_lsn,
+    streaming: streamingMode(r.streaming),
     retryIntervalMs: r.retry_ms ?? 5000,
     versionNum: v,
   }
@@ -147,32 +153,118 @@ export function peekOptions(i: Pick<DecodeInput, 'publications' | 'origin' | 'pu
 
 /** Transactions the subscription would still apply: commit at or after `after`, and not empty. */
 export function pendingAfter(txs: DecodedTx[], after: string | null): DecodedTx[] {
-  return txs.filter(t => t.changes.length > 0 && (after === null || compareLsn(t.finalLsn, after) >= 0))
+  return txs.filter(t => t.changeCount > 0 && (after === null || compareLsn(t.finalLsn, after) >= 0))
 }
+
+/** Changes kept per decoded transaction (its preview); the rest are only counted. */
+export const PREVIEW_CHANGES = 20
+/** Rows fetched from the peek at a time: what the CLI holds of the decoded stream at once. */
+export const FETCH_ROWS = 200
 
 let copySeq = 0
 
-/**
- * The first `limit` transactions the link would apply next, decoded from a temporary copy of
- * the publisher's slot. `session` is a dedicated connection to the publisher (the temporary
- * slot lives as long as it; the caller ends it).
- */
-export async function decodePending(session: pg.Client, i: DecodeInput): Promise<DecodedTx[]> {
-  const limit = i.limit ?? 1
+async function withSlotCopy<T>(session: pg.Client, slot: string, fn: (tmp: string) => Promise<T>): Promise<T> {
   const tmp = `mmlite_peek_${process.pid}_${++copySeq}_${Math.random().toString(16).slice(2, 10)}`
-  await session.query('SELECT pg_catalog.pg_copy_logical_replication_slot($1::pg_catalog.name, $2::pg_catalog.name, true)', [i.slot, tmp])
+  await session.query('SELECT pg_catalog.pg_copy_logical_replication_slot($1::pg_catalog.name, $2::pg_catalog.name, true)', [slot, tmp])
   try {
-    const opts = peekOptions(i)
-    // the copy starts at the slot's confirmed_flush, which may lie behind the origin: peek a
-    // growing number of messages until `limit` pending transactions are complete, or the end
-    for (let n = 256; ; n *= 4) {
-      const r = await session.query<{data: Buffer}>('SELECT data FROM pg_catalog.pg_logical_slot_peek_binary_changes($1::pg_catalog.name, NULL, $2::pg_catalog.int4, VARIADIC $3::pg_catalog.text[])', [tmp, n, opts])
-      const pending = pendingAfter(decodeMessages(r.rows.map(x => x.data)), i.after)
-      if (pending.length >= limit || r.rows.length < n) return pending.slice(0, limit)
-    }
+    return await fn(tmp)
   } finally {
     await session.query('SELECT pg_catalog.pg_drop_replication_slot($1::pg_catalog.name)', [tmp]).catch(() => {})
   }
+}
+
+/**
+ * One peek of the temporary slot `tmp` through a cursor: the server keeps the decoded output
+ * (spilling to disk), the CLI fetches FETCH_ROWS rows at a time and keeps per transaction only
+ * its header, change count and PREVIEW_CHANGES changes — memory stays bounded whatever the
+ * transaction's size. `each` sees every complete transaction; returning true stops early.
+ * `capture` gets every change of one transaction, a batch at a time.
+ */
+async function peekStream(
+  session: pg.Client,
+  tmp: string,
+  i: Pick<DecodeInput, 'publications' | 'origin' | 'publisherVersion'>,
+  o: {uptoLsn?: string; uptoChanges?: number; each: (tx: DecodedTx) => boolean; capture?: {finalLsn: string; onChanges: (chs: Change[]) => Promise<void>}},
+): Promise<{rows: number}> {
+  const sink: Change[] = []
+  const dec = new PgoutputDecoder({keepChanges: PREVIEW_CHANGES, ...(o.capture ? {capture: {finalLsn: o.capture.finalLsn, sink}} : {})})
+  const opts = peekOptions(i).map(x => `${ql(x)}::pg_catalog.text`).join(', ')
+  const upto = o.uptoLsn ? `${ql(o.uptoLsn)}::pg_catalog.pg_lsn` : 'NULL::pg_catalog.pg_lsn'
+  const n = o.uptoChanges ? `${o.uptoChanges}::pg_catalog.int4` : 'NULL::pg_catalog.int4'
+  let rows = 0
+  await session.query('BEGIN')
+  try {
+    await session.query(
+      `DECLARE mmlite_peek NO SCROLL CURSOR FOR SELECT lsn::pg_catalog.text AS lsn, data
+         FROM pg_catalog.pg_logical_slot_peek_binary_changes(${ql(tmp)}::pg_catalog.name, ${upto}, ${n}, VARIADIC ARRAY[${opts}])`,
+    )
+    for (;;) {
+      const r = await session.query<{lsn: string; data: Buffer}>(`FETCH ${FETCH_ROWS} FROM mmlite_peek`)
+      rows += r.rows.length
+      let stop = false
+      for (const row of r.rows) {
+        const tx = dec.push(row.data, row.lsn)
+        if (tx && o.each(tx)) {
+          stop = true
+          break
+        }
+      }
+      if (o.capture && sink.length) await o.capture.onChanges(sink.splice(0))
+      if (stop || r.rows.length < FETCH_ROWS) break
+    }
+  } finally {
+    await session.query('ROLLBACK').catch(() => {})
+  }
+  return {rows}
+}
+
+/**
+ * The first `limit` transactions the link would apply next, decoded from a temporary copy of
+ * the publisher's slot (each with its change count and a bounded preview of its changes).
+ * `session` is a dedicated connection to the publisher (the temporary slot lives as long as
+ * it; the caller ends it).
+ */
+export async function decodePending(session: pg.Client, i: DecodeInput): Promise<DecodedTx[]> {
+  const limit = i.limit ?? 1
+  return withSlotCopy(session, i.slot, async tmp => {
+    // the copy starts at the slot's confirmed_flush, which may lie behind the origin: decode a
+    // growing number of changes until `limit` pending transactions are complete, or the end
+    for (let n = 256; ; n *= 4) {
+      const pending: DecodedTx[] = []
+      const {rows} = await peekStream(session, tmp, i, {
+        uptoChanges: n,
+        each: tx => {
+          if (pendingAfter([tx], i.after).length) pending.push(tx)
+          return pending.length >= limit
+        },
+      })
+      if (pending.length >= limit || rows < n) return pending
+    }
+  })
+}
+
+/**
+ * Every change of the pending transaction `tx` (identified by its final LSN), a batch at a time,
+ * in order; returns its header as decoded now, or undefined when it is no longer in the slot.
+ */
+export async function streamTxChanges(
+  session: pg.Client,
+  i: DecodeInput,
+  tx: Pick<DecodedTx, 'finalLsn' | 'endLsn'>,
+  onChanges: (chs: Change[]) => Promise<void>,
+): Promise<DecodedTx | undefined> {
+  return withSlotCopy(session, i.slot, async tmp => {
+    let found: DecodedTx | undefined
+    await peekStream(session, tmp, i, {
+      uptoLsn: tx.endLsn,
+      capture: {finalLsn: tx.finalLsn, onChanges},
+      each: t => {
+        if (t.finalLsn === tx.finalLsn) found = t
+        return found !== undefined
+      },
+    })
+    return found
+  })
 }
 
 // ------------------------------------------------------------------------------------ collisions
@@ -278,15 +370,89 @@ export async function localFacts(c: NodeConn, tx: DecodedTx, max = 20): Promise<
  * the worker that logged "apply worker for subscription ... has started".
  */
 export async function lastApplyError(c: NodeConn, sub: {name: string; oid: number}, tx: {finalLsn: string; xid: number}): Promise<string | null> {
+  const text = await readServerLog(c)
+  return text ? findApplyError(text, sub, tx) : null
+}
+
+/** The last 256 kB of the server's current log file, when readable over SQL; else null. */
+export async function readServerLog(c: NodeConn): Promise<string | null> {
   try {
     const r = await c.one<{text: string | null}>(
-      `SELECT pg_catalog.pg_read_file(l.f, greatest(0, s.size - 262144), 262144::pg_catalog.int8) AS text
-         FROM (SELECT pg_current_logfile() AS f) l CROSS JOIN LATERAL pg_stat_file(l.f) s
+      `SELECT pg_catalog.pg_read_file(l.f, GREATEST(0::pg_catalog.int8, s.size - 262144), 262144::pg_catalog.int8) AS text
+         FROM (SELECT pg_catalog.pg_current_logfile() AS f) l CROSS JOIN LATERAL pg_catalog.pg_stat_file(l.f) s
         WHERE l.f IS NOT NULL`,
     )
-    return r?.text ? findApplyError(r.text, sub, tx) : null
+    return r?.text ?? null
   } catch {
     return null
+  }
+}
+
+/** What the subscriber's log says about the last apply failure on the subscription's origin. */
+export interface LoggedFailure {
+  xid: number
+  /** the transaction's final LSN, when the apply worker knew it (not in a parallel apply worker) */
+  finishLsn: string | null
+}
+
+/**
+ * Pure: the last apply error context for origin pg_<oid> in a log text that names a transaction
+ * (worker.c apply_error_callback: "... replication origin "pg_16390" during message type
+ * "INSERT" ... in transaction 755[, finished at 0/1BF6E48]").
+ */
+export function findLoggedFailure(log: string, oid: number): LoggedFailure | null {
+  const re = new RegExp(`replication origin "pg_${oid}" during message type .* in transaction (\\d+)(?:, finished at ([0-9A-F]+/[0-9A-F]+))?`)
+  const lines = log.split('\n')
+  for (let i = lines.length - 1; i >= 0; i--) {
+    if (!lines[i].includes('CONTEXT:')) continue
+    const m = re.exec(lines[i])
+    if (m) return {xid: Number(m[1]), finishLsn: m[2] ?? null}
+  }
+  return null
+}
+
+/**
+ * Pure: which pending transaction the apply worker fails on.
+ *
+ * Without parallel apply (streaming off or on) the worker applies transactions one by one in
+ * commit order (a streamed one is spooled and applied at its commit), so the failing one is the
+ * first pending after the origin. With `streaming = parallel` a streamed transaction is applied
+ * while it arrives, before transactions that committed during it are even sent: it can fail
+ * while those stay pending ahead of it. Only the server's report of the failure (its log)
+ * names it then; and even named, it can be skipped only once it is the first one applied
+ * (ALTER SUBSCRIPTION ... SKIP is cleared by the first transaction the worker finishes).
+ * A logged failure that names a pending transaction other than the first one is a
+ * contradiction in any mode: not sure either.
+ */
+export function identifyFailing(
+  pending: DecodedTx[],
+  o: {parallel: boolean; logged: LoggedFailure | null; subscription: string; node: string},
+): {tx: DecodedTx; unsure?: string} {
+  const first = pending[0]
+  const logged = o.logged
+  const named = logged ? pending.find(t => t.xid === logged.xid && (logged.finishLsn === null || logged.finishLsn === t.finalLsn)) : undefined
+  if (named === first && logged) return {tx: first}
+  const fix =
+    `Nothing was skipped. Run \`mmlite init\` (it sets streaming = on on every link), or on ${o.node}: ALTER SUBSCRIPTION ${qi(o.subscription)} SET (streaming = on); ` +
+    `the link then applies what committed first and stops on exactly the failing transaction: run \`mmlite skip-tx\` again.`
+  const ahead = `transaction ${first.xid} (final LSN ${first.finalLsn})`
+  if (named) {
+    return {
+      tx: first,
+      unsure:
+        `the subscriber's log names transaction ${named.xid} (final LSN ${named.finalLsn}) as the failing one, while ${ahead} is pending ahead of it` +
+        `${o.parallel ? ' (streaming = parallel applies a streamed transaction while it arrives)' : ''}: ALTER SUBSCRIPTION ... SKIP only skips the first transaction applied, so it cannot reach transaction ${named.xid} now. ${fix}`,
+    }
+  }
+  if (!o.parallel) return {tx: first}
+  const streamedBefore = pending.slice(1).filter(t => t.firstLsn !== undefined && compareLsn(t.firstLsn, first.finalLsn) < 0)
+  const candidates = streamedBefore.map(t => `transaction ${t.xid} (final LSN ${t.finalLsn}, ${t.changeCount} change(s))`)
+  return {
+    tx: first,
+    unsure:
+      `the link uses streaming = parallel: a streamed transaction can fail ahead of the first pending one, ${ahead}, ` +
+      `and the subscriber's log ${logged ? `names transaction ${logged.xid}, not pending` : 'is not readable over SQL (logging_collector and pg_read_server_files)'}, so mmlite cannot tell which one fails: ` +
+      `transaction ${first.xid}${candidates.length ? `, ${candidates.join(', ')}` : ''} or one still in progress on the publisher. ${fix}`,
   }
 }
 
@@ -376,8 +542,8 @@ export type Verdict =
   | {state: 'idle'; sub: SubscriptionState}
   /** a transaction was pending and got applied while we watched */
   | {state: 'progressing'; sub: SubscriptionState; tx: DecodedTx}
-  /** the pending transaction fails to apply */
-  | {state: 'stuck'; sub: SubscriptionState; tx: DecodedTx; evidence: string}
+  /** the pending transaction fails to apply; `unsure`: applying fails, but which transaction fails cannot be told (tx is only the first pending) */
+  | {state: 'stuck'; sub: SubscriptionState; tx: DecodedTx; evidence: string; unsure?: string}
   /** pending, but no failure seen within the window */
   | {state: 'pending'; sub: SubscriptionState; tx: DecodedTx; note: string}
   /** cannot tell: a node, the subscription or the slot is missing */
@@ -414,21 +580,21 @@ function oneAtATime<T>(c: NodeConn, fn: () => Promise<T>): Promise<T> {
 }
 
 /** Decode what the link would apply next (using the subscription's own options). */
-export async function nextPending(link: LinkEnds, sub: SubscriptionState, limit = 1): Promise<DecodedTx[] | {unavailable: string}> {
+/** A dedicated publisher session for decoding the link's slot (one at a time per publisher). */
+async function withDecodeSession<T>(link: LinkEnds, sub: SubscriptionState, fn: (session: pg.Client, input: DecodeInput) => Promise<T>): Promise<T | {unavailable: string}> {
   const slotName = sub.slotName ?? link.name
   const slot = await readSlot(link.pub, slotName)
   if (!slot) return {unavailable: `slot ${slotName} missing on ${link.from}`}
   return oneAtATime(link.pub, async () => {
     const session = await link.pub.newSession('mmlite skip-tx peek')
     try {
-      return await decodePending(session, {
+      return await fn(session, {
         slot: slotName,
         plugin: slot.plugin,
         publications: sub.publications,
         origin: sub.origin,
         publisherVersion: slot.versionNum,
         after: sub.originLsn,
-        limit,
       })
     } catch (e) {
       return {unavailable: `cannot decode slot ${slotName} on ${link.from}: ${errorMessage(e)}`}
@@ -436,6 +602,39 @@ export async function nextPending(link: LinkEnds, sub: SubscriptionState, limit 
       await session.end().catch(() => {})
     }
   })
+}
+
+/** Decode what the link would apply next (using the subscription's own options). */
+export async function nextPending(link: LinkEnds, sub: SubscriptionState, limit = 1): Promise<DecodedTx[] | {unavailable: string}> {
+  return withDecodeSession(link, sub, (session, input) => decodePending(session, {...input, limit}))
+}
+
+/** Every change of the pending transaction `tx`, a batch at a time (see streamTxChanges). */
+export async function captureTx(
+  link: LinkEnds,
+  sub: SubscriptionState,
+  tx: Pick<DecodedTx, 'finalLsn' | 'endLsn'>,
+  onChanges: (chs: Change[]) => Promise<void>,
+): Promise<DecodedTx | undefined | {unavailable: string}> {
+  return withDecodeSession(link, sub, (session, input) => streamTxChanges(session, input, tx, onChanges))
+}
+
+/** Transactions looked at after the first pending one when telling which one fails. */
+export const CANDIDATES = 8
+
+/** The failing transaction of a link that fails to apply (see identifyFailing). */
+async function identify(link: LinkEnds, sub: SubscriptionState, first: DecodedTx): Promise<{tx: DecodedTx; unsure?: string}> {
+  await link.pub.connect()
+  const parallel = sub.streaming === 'parallel' && link.pub.serverVersion >= 160000
+  const log = await readServerLog(link.sub)
+  const logged = log ? findLoggedFailure(log, sub.oid) : null
+  let pending = [first]
+  if (parallel || (logged && logged.xid !== first.xid)) {
+    const more = await nextPending(link, sub, CANDIDATES + 1)
+    if (!Array.isArray(more)) return {tx: first, unsure: `cannot tell which transaction fails: ${more.unavailable}`}
+    if (more[0]?.finalLsn === first.finalLsn) pending = more
+  }
+  return identifyFailing(pending, {parallel, logged, subscription: link.name, node: link.to})
 }
 
 /**
@@ -459,7 +658,7 @@ export async function observeLink(link: LinkEnds, o: ObserveOptions): Promise<Ve
     for (;;) {
       if (passed(sub.originLsn, tx)) return {state: 'progressing', sub, tx}
       const ev = failureEvidence(samples, opts)
-      if (ev) return {state: 'stuck', sub, tx, evidence: ev}
+      if (ev) return {state: 'stuck', sub, evidence: ev, ...(await identify(link, sub, tx))}
       // PostgreSQL 14 and older count no apply errors: a failure shows only as the worker
       // exiting and being restarted. After a failure the publisher's walsender for the slot can
       // linger until its wal_sender_timeout; meanwhile every new worker dies at once ("slot is

@@ -66,6 +66,8 @@ export interface Change {
 
 export interface DecodedTx {
   xid: number
+  /** the LSN of the transaction's first change (the lsn of its Begin row in a SQL peek), when known */
+  firstLsn?: string
   /** LSN of the commit record: ALTER SUBSCRIPTION ... SKIP (lsn = finalLsn) */
   finalLsn: string
   /** end of the commit record: a subscription's origin is here once it applied (or skipped) the transaction */
@@ -74,6 +76,9 @@ export interface DecodedTx {
   commitTime: string
   /** set when the transaction itself was replicated in from elsewhere (never for origin-filtered slots) */
   origin?: {name: string; lsn: string}
+  /** every change of the transaction (insert, update, delete, truncate) */
+  changeCount: number
+  /** its first changes: all of them, or the first `keepChanges` when the decoder bounds them */
   changes: Change[]
   /** logical decoding messages ('M'), if the output had any */
   messages: number
@@ -201,12 +206,27 @@ function qualified(rel: Relation): string {
  * `relations` carries Relation messages across calls (they are sent once per session and
  * relation, before the first change of a table).
  */
+export interface DecoderOptions {
+  /** keep at most this many changes per transaction in `changes` (changeCount counts them all); default: all */
+  keepChanges?: number
+  /** every change of the transaction with this final LSN also goes to `sink` (drained by the caller) */
+  capture?: {finalLsn: string; sink: Change[]}
+}
+
 export class PgoutputDecoder {
   readonly relations = new Map<number, Relation>()
   private current?: DecodedTx
+  private capturing = false
+  constructor(private readonly opts: DecoderOptions = {}) {}
 
-  /** Feed one message; returns the transaction when the message was its Commit. */
-  push(msg: Buffer): DecodedTx | undefined {
+  private add(tx: DecodedTx, ch: Change): void {
+    tx.changeCount++
+    if (this.opts.keepChanges === undefined || tx.changes.length < this.opts.keepChanges) tx.changes.push(ch)
+    if (this.capturing) this.opts.capture!.sink.push(ch)
+  }
+
+  /** Feed one message (with its row's lsn from a SQL peek); returns the transaction when the message was its Commit. */
+  push(msg: Buffer, lsn?: string): DecodedTx | undefined {
     const r = new Reader(msg)
     const type = r.byte()
     switch (type) {
@@ -214,7 +234,8 @@ export class PgoutputDecoder {
         const finalLsn = formatLsn(r.uint64())
         const ts = r.int64()
         const xid = r.uint32()
-        this.current = {xid, finalLsn, endLsn: '', commitTime: pgTimestampToIso(ts), changes: [], messages: 0}
+        this.current = {xid, ...(lsn ? {firstLsn: lsn} : {}), finalLsn, endLsn: '', commitTime: pgTimestampToIso(ts), changeCount: 0, changes: [], messages: 0}
+        this.capturing = this.opts.capture?.finalLsn === finalLsn
         return undefined
       }
       case 'C': {
@@ -226,6 +247,7 @@ export class PgoutputDecoder {
         if (commitLsn !== tx.finalLsn) throw new PgoutputError(`Commit LSN ${commitLsn} differs from Begin's final LSN ${tx.finalLsn}`)
         tx.endLsn = endLsn
         this.current = undefined
+        this.capturing = false
         return tx
       }
       case 'O': {
@@ -260,21 +282,21 @@ export class PgoutputDecoder {
         if (type === 'I') {
           if (kind !== 'N') throw new PgoutputError(`Insert: expected N, got ${JSON.stringify(kind)}`)
           const nw = tuple(r, rel)
-          tx.changes.push({op: 'insert', ...base, key: keyOf(rel, nw), new: nw})
+          this.add(tx, {op: 'insert', ...base, key: keyOf(rel, nw), new: nw})
           return undefined
         }
         let old: TupleValues | undefined
         if (kind === 'K' || kind === 'O') {
           old = tuple(r, rel)
           if (type === 'D') {
-            tx.changes.push({op: 'delete', ...base, key: keyOf(rel, old), old})
+            this.add(tx, {op: 'delete', ...base, key: keyOf(rel, old), old})
             return undefined
           }
           kind = r.byte()
         } else if (type === 'D') throw new PgoutputError(`Delete: expected K or O, got ${JSON.stringify(kind)}`)
         if (kind !== 'N') throw new PgoutputError(`Update: expected N, got ${JSON.stringify(kind)}`)
         const nw = tuple(r, rel)
-        tx.changes.push({op: 'update', ...base, key: keyOf(rel, old ?? nw), new: nw, ...(old ? {old} : {})})
+        this.add(tx, {op: 'update', ...base, key: keyOf(rel, old ?? nw), new: nw, ...(old ? {old} : {})})
         return undefined
       }
       case 'T': {
@@ -284,7 +306,7 @@ export class PgoutputDecoder {
         const rels: Relation[] = []
         for (let i = 0; i < n; i++) rels.push(this.relation(r.uint32()))
         const tables = rels.map(qualified)
-        tx.changes.push({
+        this.add(tx, {
           op: 'truncate',
           table: tables.join(', '),
           schema: rels[0]?.schema ?? '',
@@ -316,11 +338,11 @@ export class PgoutputDecoder {
 }
 
 /** Decode a whole sequence of messages; a trailing incomplete transaction is left out. */
-export function decodeMessages(msgs: Buffer[]): DecodedTx[] {
-  const d = new PgoutputDecoder()
+export function decodeMessages(msgs: Buffer[], lsns?: string[], opts?: DecoderOptions): DecodedTx[] {
+  const d = new PgoutputDecoder(opts)
   const out: DecodedTx[] = []
-  for (const m of msgs) {
-    const tx = d.push(m)
+  for (const [i, m] of msgs.entries()) {
+    const tx = d.push(m, lsns?.[i])
     if (tx) out.push(tx)
   }
   return out

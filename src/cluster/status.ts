@@ -28,6 +28,7 @@ import {edgeName, publicationName} from './naming.js'
 import {edgeMechanism, type Mechanism} from './capabilities.js'
 import {Cluster} from './cluster.js'
 import {lastApplyError, observeLink} from './link-probe.js'
+import {advanceHistory, readHistory, recentRise, writeHistory, type ErrorCounts} from './error-history.js'
 
 // ------------------------------------------------------------------------------------ types
 
@@ -46,6 +47,12 @@ export interface SlotRow {
   lag_bytes: number | null
   /** pg_current_wal_lsn() - restart_lsn: WAL the slot keeps on disk */
   retained_bytes: number | null
+  /**
+   * seconds: flush_lag of the slot's walsender (pg_stat_replication): how long ago the newest
+   * commit the subscriber has applied and flushed was sent; null when the link is caught up
+   * (PostgreSQL clears it) or no walsender runs
+   */
+  lag_s?: number | null
 }
 
 /** One subscription of this cluster on a subscriber, as read by the status query. */
@@ -80,6 +87,8 @@ export interface StuckInfo {
   evidence: string
   /** the subscriber's logged error, when its log is readable over SQL */
   error: string | null
+  /** set when applying fails but which transaction fails cannot be told (xid / final_lsn are then the first pending one's) */
+  unsure?: string
 }
 
 export interface NodeData {
@@ -133,8 +142,12 @@ export interface LinkStatus {
   lag_bytes: number | null
   retained_bytes: number | null
   last_msg_age_s: number | null
+  /** seconds the subscriber is behind (walsender flush_lag); 0 when caught up; null when unknown */
+  lag_s: number | null
   apply_error_count: number | null
   sync_error_count: number | null
+  /** seconds since status last saw the error counts rise, when within health.error_window_seconds */
+  errors_recent_s?: number
   conflicts?: Record<string, number>
   /** present when the link is stuck on a transaction that fails to apply */
   stuck?: StuckInfo
@@ -176,7 +189,8 @@ export function statusSql(versionNum: number): string {
              'slot_name', s.slot_name, 'active', s.active, 'wal_status', ${walStatus},
              'confirmed_flush_lsn', s.confirmed_flush_lsn::text, 'restart_lsn', s.restart_lsn::text,
              'lag_bytes', pg_wal_lsn_diff(w.lsn, s.confirmed_flush_lsn)::bigint,
-             'retained_bytes', pg_wal_lsn_diff(w.lsn, s.restart_lsn)::bigint))
+             'retained_bytes', pg_wal_lsn_diff(w.lsn, s.restart_lsn)::bigint,
+             'lag_s', (SELECT extract(epoch FROM r.flush_lag)::float8 FROM pg_stat_replication r WHERE r.pid = s.active_pid)))
       FROM pg_replication_slots s
      WHERE s.slot_name = ANY($2::text[])), '[]'::json),
   'subscriptions', COALESCE((
@@ -247,7 +261,7 @@ export async function probeNode(cfg: Config, name: string, opts: {timeoutMs: num
       in_recovery: s.in_recovery,
       current_lsn: s.current_lsn,
       publication: s.publication,
-      slots: s.slots.map(x => ({...x, lag_bytes: num(x.lag_bytes), retained_bytes: num(x.retained_bytes)})),
+      slots: s.slots.map(x => ({...x, lag_bytes: num(x.lag_bytes), retained_bytes: num(x.retained_bytes), lag_s: x.lag_s == null ? null : Math.round(Number(x.lag_s) * 10) / 10})),
       subscriptions: s.subscriptions.map(x => ({
         ...x,
         last_msg_age_s: x.last_msg_age_s === null ? null : Math.max(0, Math.round(x.last_msg_age_s * 10) / 10),
@@ -315,15 +329,41 @@ export async function collectStatus(cfg: Config, opts: CollectOptions): Promise<
   const unfinished = readUnfinished(cfg)
   const probes = await Promise.all(cfg.nodes.map(n => probeNode(cfg, n.name, opts)))
   const stuck = await probeStuck(cfg, probes, unfinished, opts)
+  const now = new Date()
+  const errorsRecent = await recentErrors(cfg, probes, now, opts.thresholds.errorWindowSeconds)
   return evaluate({
     cluster: cfg.cluster,
     probes,
     thresholds: opts.thresholds,
     unfinished,
-    checkedAt: new Date(),
+    checkedAt: now,
     edgeName: (from, to) => edgeName(cfg.cluster, from, to),
     stuck,
+    errorsRecent,
   })
+}
+
+/** Remember the error counts seen (cluster/error-history.ts); the links whose counts rose recently. */
+async function recentErrors(cfg: Config, probes: NodeProbe[], now: Date, windowS: number): Promise<Map<string, number>> {
+  const seen = new Map<string, ErrorCounts>()
+  for (const to of probes)
+    for (const sub of to.data?.subscriptions ?? []) {
+      if (sub.apply_error_count === null && sub.sync_error_count === null) continue
+      const from = probes.find(p => p.name !== to.name && edgeName(cfg.cluster, p.name, to.name) === sub.subname)
+      if (from) seen.set(`${from.name}->${to.name}`, {apply: sub.apply_error_count ?? 0, sync: sub.sync_error_count ?? 0})
+    }
+  const prev = await readHistory(cfg.file)
+  const next = advanceHistory(prev, seen, now)
+  // nothing counted anywhere and nothing remembered: no file (status stays read-only on a healthy cluster)
+  const worth = Object.keys(prev).length > 0 || Object.values(next).some(e => e.apply + e.sync > 0)
+  if (worth && JSON.stringify(next) !== JSON.stringify(prev)) await writeHistory(cfg.file, next)
+  const out = new Map<string, number>()
+  for (const key of seen.keys()) {
+    const ago = recentRise(next[key], now, windowS)
+    const [from, to] = key.split('->')
+    if (ago !== undefined) out.set(linkKey(from, to), ago)
+  }
+  return out
 }
 
 /** How long status watches a suspect link for a failure. */
@@ -361,7 +401,7 @@ async function probeStuck(cfg: Config, probes: NodeProbe[], unfinished: Unfinish
           const v = await observeLink(ends, {windowMs: STUCK_WINDOW_MS, snapshot: true})
           if (v.state !== 'stuck') return
           const error = await lastApplyError(ends.sub, {name: l.name, oid: v.sub.oid}, v.tx)
-          out.set(linkKey(l.from, l.to), {xid: v.tx.xid, final_lsn: v.tx.finalLsn, commit_time: v.tx.commitTime, evidence: v.evidence, error})
+          out.set(linkKey(l.from, l.to), {xid: v.tx.xid, final_lsn: v.tx.finalLsn, commit_time: v.tx.commitTime, evidence: v.evidence, error, ...(v.unsure ? {unsure: v.unsure} : {})})
         } catch {
           /* status never fails for one link: the link keeps its other reasons */
         }
@@ -387,6 +427,8 @@ export interface EvaluateInput {
   edgeName?: (from: string, to: string) => string
   /** stuck links (linkKey(from, to)) found by the second look */
   stuck?: Map<string, StuckInfo>
+  /** linkKey(from, to) → seconds since its error counts last rose, for links where that is recent */
+  errorsRecent?: Map<string, number>
 }
 
 /** Subscriptions an unfinished operation disabled on purpose: "node/subscription" → command. */
@@ -417,6 +459,8 @@ export interface LinkInput {
   pausedBy?: string
   /** the transaction the link fails to apply */
   stuck?: StuckInfo
+  /** seconds since the error counts last rose (see cluster/error-history.ts); undefined: not recently */
+  errorsRecentS?: number
 }
 
 /** Health of one directed link from its two ends. Pure. */
@@ -444,7 +488,8 @@ export function classifyLink(i: LinkInput): LinkStatus {
   else if (!sub) critical.push(`subscription missing on ${to.name}`)
   else {
     const st = i.stuck
-    if (st) {
+    if (st?.unsure) critical.push(`stuck: applying fails (${st.evidence}), but ${st.unsure}`)
+    else if (st) {
       critical.push(
         `stuck: transaction ${st.xid} (final LSN ${st.final_lsn}) fails to apply: ${st.evidence}${st.error ? `: ${st.error}` : ''}; ` +
           `\`mmlite skip-tx --from ${from.name} --node ${to.name}\` shows it and can skip it`,
@@ -452,10 +497,15 @@ export function classifyLink(i: LinkInput): LinkStatus {
     }
     if (!sub.enabled) critical.push('subscription disabled')
     if (sub.worker_pid === null) critical.push('apply worker not running')
-    else if (sub.last_msg_age_s !== null && sub.last_msg_age_s > th.lagWarningSeconds)
-      warning.push(`last message ${formatSeconds(sub.last_msg_age_s)} ago > ${formatSeconds(th.lagWarningSeconds)}`)
-    if ((sub.apply_error_count ?? 0) > 0) warning.push(`${sub.apply_error_count} apply error(s) since stats reset`)
-    if ((sub.sync_error_count ?? 0) > 0) warning.push(`${sub.sync_error_count} table sync error(s) since stats reset`)
+    else if (slot?.lag_s != null && slot.lag_s > th.lagWarningSeconds) warning.push(`lag ${formatSeconds(slot.lag_s)} > ${formatSeconds(th.lagWarningSeconds)}`)
+    const errs = (sub.apply_error_count ?? 0) + (sub.sync_error_count ?? 0)
+    if (errs > 0 && i.errorsRecentS !== undefined) {
+      const what = [
+        (sub.apply_error_count ?? 0) > 0 ? `${sub.apply_error_count} apply error(s)` : '',
+        (sub.sync_error_count ?? 0) > 0 ? `${sub.sync_error_count} table sync error(s)` : '',
+      ].filter(Boolean)
+      warning.push(`${what.join(' and ')} since stats reset, the last counted ${formatSeconds(i.errorsRecentS)} ago (\`mmlite status --reset-errors\` resets the counts)`)
+    }
   }
 
   let status: LinkState
@@ -480,10 +530,12 @@ export function classifyLink(i: LinkInput): LinkStatus {
     lag_bytes: slot?.lag_bytes ?? null,
     retained_bytes: slot?.retained_bytes ?? null,
     last_msg_age_s: sub?.last_msg_age_s ?? null,
+    lag_s: slot && sub?.worker_pid != null && slot.active ? (slot.lag_s ?? 0) : null,
     apply_error_count: sub?.apply_error_count ?? null,
     sync_error_count: sub?.sync_error_count ?? null,
   }
   if (sub?.conflicts) link.conflicts = sub.conflicts
+  if (i.errorsRecentS !== undefined && sub && (sub.apply_error_count ?? 0) + (sub.sync_error_count ?? 0) > 0) link.errors_recent_s = Math.round(i.errorsRecentS)
   if (i.stuck && sub) link.stuck = i.stuck
   return link
 }
@@ -538,6 +590,7 @@ export function evaluate(input: EvaluateInput): StatusResult {
           thresholds: input.thresholds,
           pausedBy: paused.get(`${to.name}/${edge}`),
           stuck: input.stuck?.get(linkKey(from.name, to.name)),
+          errorsRecentS: input.errorsRecent?.get(linkKey(from.name, to.name)),
         }),
       )
     }

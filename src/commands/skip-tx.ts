@@ -12,7 +12,9 @@ After confirmation (or with --yes) it skips exactly that transaction: ALTER SUBS
 
 Every skipped transaction is appended, with all its changes, to .mmlite/skipped.jsonl next to the configuration, and a SQL file that re-applies its changes on the subscriber (not sent on to the other nodes) is written to .mmlite/skipped/.
 
-Exit code: 0 nothing stuck or every link streams again; 2 a link is still stuck (after --max skips) or a command failed; 14 not confirmed.`
+When mmlite cannot tell which transaction fails (a link with streaming = parallel, where a streamed transaction can fail ahead of smaller ones committed before it, and the subscriber's log is not readable over SQL), it skips nothing on that link and says what to do (set streaming = on: \`mmlite init\` does).
+
+Exit code: 0 nothing stuck or every link streams again; 2 a link is still stuck (after --max skips), mmlite cannot tell which transaction fails, or a command failed; 14 not confirmed.`
 
   static override examples = [
     '<%= config.bin %> skip-tx --dry-run',
@@ -54,12 +56,16 @@ Exit code: 0 nothing stuck or every link streams again; 2 a link is still stuck 
     })
     for (const n of result.notes) this.out(`note: ${n}`)
     const scope = [flags.from && `from ${flags.from}`, flags.node && `into ${flags.node}`].filter(Boolean).join(' ')
-    if (result.links.length === 0) {
+    const unsure = result.links.filter(l => l.state === 'unsure').length
+    if (unsure) process.exitCode = ExitCode.Failed
+    if (result.links.length === unsure && unsure) {
+      this.out(`${unsure} link(s) fail to apply, but mmlite cannot tell which transaction fails: nothing was skipped (see above for what to do).`)
+    } else if (result.links.length === 0) {
       this.out(`No stuck link${scope ? ` ${scope}` : ''} (${result.checked} checked): nothing to skip.`)
     } else if (result.dryRun) {
       this.out(`Dry run: ${result.links.length} stuck link(s); nothing was skipped. Run without --dry-run to skip.`)
     } else {
-      const still = result.links.filter(l => l.state === 'still-stuck').length
+      const still = result.links.filter(l => l.state === 'still-stuck' || l.state === 'unsure').length
       this.out(`Skipped ${result.skipped} transaction(s) on ${result.links.length} link(s)${still ? `; ${still} link(s) still stuck` : ''}. Audit: ${result.auditFile}`)
       if (still) process.exitCode = ExitCode.Failed
     }

@@ -2,6 +2,7 @@ import {Flags} from '@oclif/core'
 import {MmliteCommand} from '../ui/base-command.js'
 import {collectStatus, exitCodeFor, type CollectOptions, type StatusResult} from '../cluster/status.js'
 import {renderStatus} from '../ui/status-view.js'
+import {resetErrors} from '../steps/reset-errors.js'
 import {MmliteError, ExitCode} from '../errors.js'
 import {redactText} from '../db/redact.js'
 
@@ -35,7 +36,7 @@ export default class Status extends MmliteCommand {
 
   static override description = `Queries all nodes concurrently (one query per node) and classifies each directed link from→to:
 critical when an end is unreachable, the subscription is missing/disabled, its apply worker is not running, the slot is missing/inactive/lost, or the link is stuck on a transaction that fails to apply (shown with its final LSN, and the logged error when the subscriber's log is readable; \`mmlite skip-tx\` shows and skips it);
-warning when lag or the age of the last message exceeds the thresholds (health: in mmlite.yaml, or the flags), the slot's WAL is unreserved, or apply errors were counted;
+warning when the lag exceeds the thresholds (health: in mmlite.yaml, or the flags; lag in seconds is the walsender's flush_lag: how long ago the newest commit the subscriber applied was sent, 0 when caught up, so an idle link is not lagging), the slot's WAL is unreserved, or apply errors were counted recently (the counts rose within health.error_window_seconds, default 600; status remembers the counts it saw in .mmlite/status-errors.json);
 paused when an unfinished mmlite run disabled it on purpose.
 
 Exit code (monitoring convention): 0 ok, 1 warning, 2 critical, 3 unknown (no node reachable); 10 for a configuration error.`
@@ -50,7 +51,10 @@ Exit code (monitoring convention): 0 ok, 1 warning, 2 critical, 3 unknown (no no
   static override flags = {
     timeout: Flags.integer({summary: 'Connect timeout per node, in seconds.', default: 5, min: 1}),
     'lag-warning-bytes': Flags.integer({summary: 'Warn above this lag in bytes (default: health.lag_warning_bytes, 10 MB).', min: 0}),
-    'lag-warning-seconds': Flags.integer({summary: 'Warn when the last message is older (default: health.lag_warning_seconds, 60).', min: 0}),
+    'lag-warning-seconds': Flags.integer({summary: 'Warn when a link lags more seconds (default: health.lag_warning_seconds, 60).', min: 0}),
+    'reset-errors': Flags.boolean({summary: 'Reset the apply/sync error counters of the cluster\'s subscriptions (PostgreSQL 15+), then show the status.'}),
+    'dry-run': Flags.boolean({summary: 'With --reset-errors: print the SQL per node, change nothing.', default: false}),
+    yes: Flags.boolean({char: 'y', summary: 'With --reset-errors: do not ask for confirmation.', default: false}),
     matrix: Flags.boolean({summary: 'Show the lag matrix (rows: from, columns: to) instead of the links table (automatic above 4 nodes).'}),
     watch: seconds({summary: `Refresh every SECONDS (default ${DEFAULT_WATCH_S}) until Ctrl-C.`, helpValue: '[SECONDS]'}),
   }
@@ -64,7 +68,21 @@ Exit code (monitoring convention): 0 ok, 1 warning, 2 critical, 3 unknown (no no
       thresholds: {
         lagWarningBytes: flags['lag-warning-bytes'] ?? cfg.health.lagWarningBytes,
         lagWarningSeconds: flags['lag-warning-seconds'] ?? cfg.health.lagWarningSeconds,
+        errorWindowSeconds: cfg.health.errorWindowSeconds,
       },
+    }
+    if (flags['reset-errors']) {
+      const r = await resetErrors(cfg, {
+        dryRun: flags['dry-run'],
+        connectTimeoutMs: flags.timeout * 1000,
+        confirm: async sql => this.confirmOrFail(`Reset the error counters of ${sql.length} subscription(s)?`, flags.yes),
+      })
+      if (!this.jsonEnabled()) {
+        for (const q of r.sql) this.out(`${flags['dry-run'] ? 'would run' : 'ran'} on ${q.node}: ${q.sql}`)
+        for (const s of r.skipped) this.out(`note: not reset on ${s}`)
+        if (r.sql.length === 0) this.out('No error counted on any subscription of the cluster: nothing to reset.')
+      }
+      if (flags['dry-run']) return undefined
     }
     if (flags.watch === undefined) {
       const r = await collectStatus(cfg, opts)

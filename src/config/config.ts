@@ -28,6 +28,8 @@ export interface NodeConfig {
 export interface HealthThresholds {
   lagWarningBytes: number
   lagWarningSeconds: number
+  /** status warns about apply errors counted within this many seconds (health.error_window_seconds) */
+  errorWindowSeconds: number
 }
 
 export interface Config {
@@ -40,11 +42,11 @@ export interface Config {
   disableOnError: boolean
 }
 
-export const DEFAULT_HEALTH: HealthThresholds = {lagWarningBytes: 10 * 1024 * 1024, lagWarningSeconds: 60}
+export const DEFAULT_HEALTH: HealthThresholds = {lagWarningBytes: 10 * 1024 * 1024, lagWarningSeconds: 60, errorWindowSeconds: 600}
 
 const TOP_KEYS = ['cluster', 'tables', 'nodes', 'health', 'disable_on_error']
 const NODE_KEYS = ['name', 'dsn', 'peer_dsn']
-const HEALTH_KEYS = ['lag_warning_bytes', 'lag_warning_seconds']
+const HEALTH_KEYS = ['lag_warning_bytes', 'lag_warning_seconds', 'error_window_seconds']
 
 /** Which file: --config, else $MMLITE_CONFIG, else ./mmlite.yaml */
 export function resolveConfigPath(flag?: string): string {
@@ -234,6 +236,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
       }
       health.lagWarningBytes = num('lag_warning_bytes') ?? health.lagWarningBytes
       health.lagWarningSeconds = num('lag_warning_seconds') ?? health.lagWarningSeconds
+      health.errorWindowSeconds = num('error_window_seconds') ?? health.errorWindowSeconds
     }
   }
   let disableOnError = false

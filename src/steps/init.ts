@@ -21,7 +21,7 @@
  */
 import type {Config} from '../config/config.js'
 import type {Step} from '../engine/types.js'
-import {disableOnErrorAction, makeEdge, publicationAction, slotAction, subscriptionAction, waitStreamingActions, waitSyncAction, type Edge} from './mesh.js'
+import {disableOnErrorAction, makeEdge, streamingAction, publicationAction, slotAction, subscriptionAction, waitStreamingActions, waitSyncAction, type Edge} from './mesh.js'
 import {MmliteError, ExitCode} from '../errors.js'
 import {Cluster} from '../cluster/cluster.js'
 import {Journal} from '../engine/journal.js'
@@ -117,6 +117,9 @@ export function buildInitSteps(cfg: Config, versions: Map<string, number>, input
     const doe = edges.filter(e => v(e.to) >= 150000)
     if (doe.length) steps.push({id: 'disable-on-error', title: 'Stop links on apply errors (disable_on_error, PostgreSQL 15+)', actions: doe.map(disableOnErrorAction)})
   }
+  // subscriptions created above already have it; this converges ones made before mmlite chose it
+  const streaming = edges.map(e => streamingAction(e, v(e.to))).filter((a): a is NonNullable<typeof a> => a !== undefined)
+  steps.push({id: 'streaming', title: 'Streaming of large transactions (streaming = on / off, never parallel)', actions: streaming})
   steps.push({id: 'wait-streaming', title: 'Wait until every link streams', actions: waitStreamingActions(edges, input.timeoutMs)})
   return steps.filter(s => s.actions.length > 0)
 }

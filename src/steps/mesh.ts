@@ -9,6 +9,7 @@ import {renderConnInfo} from '../db/conninfo.js'
 import type {Config, NodeConfig} from '../config/config.js'
 import {edgeName, publicationName} from '../cluster/naming.js'
 import {edgeMechanism, slotPlugin, type Mechanism} from '../cluster/capabilities.js'
+import {streamingMode, subscriptionStreamingOption} from '../cluster/streaming.js'
 import type {Action, StepContext} from '../engine/types.js'
 import {MmliteError, ExitCode} from '../errors.js'
 import {pollUntil} from '../util/poll.js'
@@ -119,6 +120,8 @@ export function createSubscriptionSql(
   ]
   if (edge.mechanism === 'native') withs.push(`origin = none`)
   if (cfg.disableOnError && opts.subscriberVersion >= 150000) withs.push(`disable_on_error = true`)
+  const streaming = subscriptionStreamingOption({subscriberVersion: opts.subscriberVersion, mechanism: edge.mechanism})
+  if (streaming) withs.push(`streaming = ${streaming}`)
   return (
     `CREATE SUBSCRIPTION ${qi(edge.name)}\n` +
     `  CONNECTION ${ql(peerConnInfo(publisher, redact))}\n` +
@@ -604,6 +607,30 @@ export function disableOnErrorAction(edge: Edge): Action {
     check: async ctx => (await state(ctx)) === true,
     run: async ctx => {
       if ((await state(ctx)) === false) await ctx.cluster.node(edge.to).query(setDisableOnErrorSql(edge))
+    },
+  }
+}
+
+// ---------------------------------------------------------------- streaming (cluster/streaming.ts)
+
+/**
+ * The `streaming` mode mmlite chose (cluster/streaming.ts) on a subscription that exists already:
+ * made before mmlite set it (PostgreSQL 18 defaults to parallel), or changed by hand.
+ */
+export function streamingAction(edge: Edge, subscriberVersion: number): Action | undefined {
+  const want = subscriptionStreamingOption({subscriberVersion, mechanism: edge.mechanism})
+  if (!want) return undefined
+  const sql = `ALTER SUBSCRIPTION ${qi(edge.name)} SET (streaming = ${want})`
+  const state = async (ctx: StepContext) =>
+    streamingMode((await ctx.cluster.node(edge.to).one<{m: string}>('SELECT substream::text AS m FROM pg_catalog.pg_subscription WHERE subname = $1::pg_catalog.name', [edge.name]))?.m)
+  return {
+    node: edge.to,
+    label: `streaming = ${want} on subscription ${edge.name}`,
+    sql: [sql],
+    check: async ctx => (await state(ctx)) === want,
+    run: async ctx => {
+      const m = await state(ctx)
+      if (m !== null && m !== want) await ctx.cluster.node(edge.to).query(sql)
     },
   }
 }

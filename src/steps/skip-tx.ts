@@ -20,13 +20,17 @@
  * disabled for the origin advance, so a killed run is finished by re-running skip-tx, and
  * `status` shows the link as paused meanwhile.
  */
-import {appendPrivate, atomicWritePrivate} from '../util/private-files.js'
+import {constants, existsSync, createReadStream} from 'node:fs'
+import {open, rm} from 'node:fs/promises'
+import {atomicWritePrivate, privateDir} from '../util/private-files.js'
+import {createInterface} from 'node:readline'
 import path from 'node:path'
 import type {Config} from '../config/config.js'
 import {Cluster} from '../cluster/cluster.js'
 import {edgeName} from '../cluster/naming.js'
 import {pausedSubscriptions, readUnfinished} from '../cluster/status.js'
 import {
+  captureTx,
   lastApplyError,
   localFacts,
   nextPending,
@@ -46,6 +50,9 @@ import {ClusterLock} from '../engine/lock.js'
 import type {PlannedSql} from '../engine/types.js'
 import {MmliteError, ExitCode, errorMessage} from '../errors.js'
 import {pollUntil} from '../util/poll.js'
+
+/** a private file of ours, created or truncated, never through a symbolic link */
+const NEW_PRIVATE = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW
 
 export type SkipMethod = 'skip-lsn' | 'origin-advance'
 
@@ -95,7 +102,8 @@ export interface SkippedView extends TxView {
   sqlFile: string
 }
 
-export type LinkOutcome = 'would-skip' | 'recovered' | 'still-stuck' | 'moved-on'
+/** unsure: applying fails, but which transaction fails cannot be told; nothing skipped (see message) */
+export type LinkOutcome = 'would-skip' | 'recovered' | 'still-stuck' | 'moved-on' | 'unsure'
 
 export interface LinkReport {
   from: string
@@ -250,21 +258,24 @@ export function reapplyStatement(ch: Change): string {
  * have them). Review it before running it: it is the operator's reconciliation.
  */
 export function reapplySql(tx: DecodedTx, link: {from: string; to: string; subscription: string; cluster: string}, skippedAt: string): string {
+  return [...reapplyHeader(tx, link, skippedAt), ...tx.changes.map(reapplyStatement), ...REAPPLY_FOOTER].join('\n')
+}
+
+/** The re-apply file's lines before the statements (tx.changeCount changes follow). */
+export function reapplyHeader(tx: Pick<DecodedTx, 'xid' | 'commitTime' | 'finalLsn' | 'endLsn' | 'changeCount'>, link: {from: string; to: string; subscription: string; cluster: string}, skippedAt: string): string[] {
   const o = ql(REAPPLY_ORIGIN)
   return [
     `-- mmlite skip-tx: transaction ${tx.xid} from ${link.from}, skipped on ${link.to} (subscription ${link.subscription}, cluster ${link.cluster})`,
-    `-- committed ${tx.commitTime}, final LSN ${tx.finalLsn}, end LSN ${tx.endLsn}; skipped ${skippedAt}; ${tx.changes.length} change(s)`,
+    `-- committed ${tx.commitTime}, final LSN ${tx.finalLsn}, end LSN ${tx.endLsn}; skipped ${skippedAt}; ${tx.changeCount} change(s)`,
     `-- Run on ${link.to} only, after reviewing: it re-applies the changes ${link.to} did not get.`,
     `-- The replication origin ${REAPPLY_ORIGIN} keeps them from being sent on to the other nodes.`,
     'BEGIN;',
     `SELECT pg_replication_origin_create(${o}) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = ${o});`,
     `SELECT pg_replication_origin_session_setup(${o});`,
-    ...tx.changes.map(reapplyStatement),
-    'SELECT pg_replication_origin_session_reset();',
-    'COMMIT;',
-    '',
-  ].join('\n')
+  ]
 }
+
+export const REAPPLY_FOOTER = ['SELECT pg_replication_origin_session_reset();', 'COMMIT;', '']
 
 // ------------------------------------------------------------------------------------ audit
 
@@ -277,18 +288,63 @@ interface InFlight {
   to: string
   subscription: string
   method: SkipMethod
+  /** header, change count and the first changes (every change is in changesFile) */
   tx: DecodedTx
   view: TxView
   /** the subscription must be enabled once the skip is armed (it was disabled by an error) */
   enable: boolean
+  /** every change of tx, one JSON per line, written before the skip (moved into the audit line after it) */
+  changesFile?: string
+  /** the re-apply SQL, written before the skip */
+  sqlFile?: string
+}
+
+/** Written at most this many bytes at a time while streaming changes into the audit files. */
+const WRITE_CHUNK = 1 << 20
+
+/**
+ * Before anything is skipped: every change of `tx` decoded once more from a temporary slot copy,
+ * streamed into `<base>.changes.jsonl` and the re-apply SQL `<base>.sql` a batch at a time, so
+ * memory stays bounded whatever the transaction's size.
+ */
+async function captureAudit(cfg: Config, ends: LinkEnds, sub: SubscriptionState, tx: DecodedTx): Promise<{changesFile: string; sqlFile: string}> {
+  const dir = path.join(stateDir(cfg.file), 'skipped')
+  await privateDir(dir)
+  const at = new Date().toISOString()
+  const base = path.join(dir, `${at.replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}-${ends.from}-${ends.to}-xid${tx.xid}`)
+  const files = {changesFile: `${base}.changes.jsonl`, sqlFile: `${base}.sql`}
+  const changes = await open(files.changesFile, NEW_PRIVATE, 0o600)
+  const sql = await open(files.sqlFile, NEW_PRIVATE, 0o600)
+  try {
+    await sql.write(reapplyHeader(tx, {from: ends.from, to: ends.to, subscription: ends.name, cluster: cfg.cluster}, at).join('\n') + '\n')
+    const got = await captureTx(ends, sub, tx, async chs => {
+      await changes.write(chs.map(c => JSON.stringify(c) + '\n').join(''))
+      await sql.write(chs.map(c => reapplyStatement(c) + '\n').join(''))
+    })
+    if (got === undefined || 'unavailable' in got) {
+      throw new MmliteError(`${linkLabel(ends)}: cannot read transaction ${tx.xid} from the slot to record it: ${got ? got.unavailable : 'no longer in the slot'}; nothing was skipped`, {
+        code: ExitCode.Failed,
+        suggestions: ['Re-run `mmlite skip-tx` to see what blocks the link now.'],
+      })
+    }
+    await sql.write(REAPPLY_FOOTER.join('\n'))
+  } finally {
+    await changes.close()
+    await sql.close()
+  }
+  return files
 }
 
 async function recordSkip(cfg: Config, f: InFlight, skippedAt: string, note?: string): Promise<SkippedView> {
-  const dir = path.join(stateDir(cfg.file), 'skipped')
-  const stamp = skippedAt.replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')
-  const sqlFile = path.join(dir, `${stamp}-${f.from}-${f.to}-xid${f.tx.xid}.sql`)
-  await atomicWritePrivate(sqlFile, reapplySql(f.tx, {from: f.from, to: f.to, subscription: f.subscription, cluster: cfg.cluster}, skippedAt), {privateDir: true})
-  const entry = {
+  let sqlFile = f.sqlFile
+  if (!sqlFile) {
+    // a journal written before the changes were streamed to files: the transaction is inline
+    const dir = path.join(stateDir(cfg.file), 'skipped')
+    const stamp = skippedAt.replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')
+    sqlFile = path.join(dir, `${stamp}-${f.from}-${f.to}-xid${f.tx.xid}.sql`)
+    await atomicWritePrivate(sqlFile, reapplySql(f.tx, {from: f.from, to: f.to, subscription: f.subscription, cluster: cfg.cluster}, skippedAt), {privateDir: true})
+  }
+  const head = {
     skippedAt,
     cluster: cfg.cluster,
     from: f.from,
@@ -301,12 +357,35 @@ async function recordSkip(cfg: Config, f: InFlight, skippedAt: string, note?: st
     commitTime: f.tx.commitTime,
     evidence: f.view.evidence,
     error: f.view.error,
-    changes: f.tx.changes,
+  }
+  const haveFile = f.changesFile !== undefined && existsSync(f.changesFile)
+  const tail = {
     localRows: f.view.changes.map(c => ({collisions: c.collisions ?? [], target: c.target ?? null})),
     reapplySql: sqlFile,
-    ...(note ? {note} : {}),
+    ...(note || (f.changesFile && !haveFile) ? {note: [note, f.changesFile && !haveFile ? `changes file ${f.changesFile} missing: only the first ${f.tx.changes.length} of ${f.tx.changeCount} change(s) recorded; the re-apply SQL has them all` : ''].filter(Boolean).join('; ')} : {}),
   }
-  await appendPrivate(auditFile(cfg.file), JSON.stringify(entry) + '\n')
+  // one JSON line, the changes streamed from their file (never all in memory)
+  await privateDir(path.dirname(auditFile(cfg.file)))
+  const out = await open(auditFile(cfg.file), constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600)
+  try {
+    let buf = JSON.stringify(head).slice(0, -1) + ',"changes":['
+    if (haveFile) {
+      let first = true
+      for await (const line of createInterface({input: createReadStream(f.changesFile!), crlfDelay: Infinity})) {
+        if (!line) continue
+        buf += (first ? '' : ',') + line
+        first = false
+        if (buf.length >= WRITE_CHUNK) {
+          await out.write(buf)
+          buf = ''
+        }
+      }
+    } else buf += f.tx.changes.map(c => JSON.stringify(c)).join(',')
+    await out.write(buf + '],' + JSON.stringify(tail).slice(1) + '\n')
+  } finally {
+    await out.close()
+  }
+  if (haveFile) await rm(f.changesFile!, {force: true})
   return {...f.view, method: f.method, skippedAt, sqlFile}
 }
 
@@ -361,7 +440,7 @@ async function txView(ends: LinkEnds, sub: SubscriptionState, tx: DecodedTx, evi
     finalLsn: tx.finalLsn,
     endLsn: tx.endLsn,
     commitTime: tx.commitTime,
-    changeCount: tx.changes.length,
+    changeCount: tx.changeCount,
     changes: tx.changes.slice(0, SHOW_CHANGES).map((c, i) => changeView(c, facts[i])),
     evidence,
     error,
@@ -410,15 +489,23 @@ export async function runSkipTx(cfg: Config, opts: SkipTxOptions): Promise<SkipT
     // 1. detect, every link at once
     const verdicts = await Promise.all(ends.map(e => watchLink(e)))
     const stuck: Stuck[] = []
+    const unsure: LinkReport[] = []
     for (const [i, v] of verdicts.entries()) {
       const e = ends[i]
-      if (v.state === 'stuck') {
+      if (v.state === 'stuck' && v.unsure) {
+        const method = methodFor(v.sub, opts.method, e.to)
+        unsure.push({from: e.from, to: e.to, subscription: e.name, method, state: 'unsure', blocking: null, skipped: [], sql: [], message: `fails to apply (${v.evidence}), but ${v.unsure}`})
+      } else if (v.state === 'stuck') {
         const view = await txView(e, v.sub, v.tx, v.evidence)
         stuck.push({ends: e, verdict: v, view, method: methodFor(v.sub, opts.method, e.to)})
       } else if (v.state === 'pending') result.notes.push(`${linkLabel(e)}: transaction ${v.tx.xid} (final LSN ${v.tx.finalLsn}) pending; ${v.note}`)
       else if (v.state === 'unavailable') result.notes.push(`${linkLabel(e)}: cannot tell (${v.reason})`)
     }
-    if (stuck.length === 0) return result
+    for (const u of unsure) opts.write(`${linkLabel(u)}  not sure which transaction fails: ${u.message}`)
+    if (stuck.length === 0) {
+      result.links = unsure
+      return result
+    }
 
     // 2. preview
     result.links = stuck.map(s => ({
@@ -437,7 +524,10 @@ export async function runSkipTx(cfg: Config, opts: SkipTxOptions): Promise<SkipT
       for (const l of formatTx(s.view)) opts.write(l)
       for (const q of result.links[i].sql) opts.write(`  ${opts.dryRun ? 'would run' : 'to run'} on ${q.node}: ${q.sql}`)
     }
-    if (opts.dryRun) return result
+    if (opts.dryRun) {
+      result.links.push(...unsure)
+      return result
+    }
     await opts.confirm(result.links)
 
     // 3.-5. skip, record, watch; per link, step by step
@@ -448,6 +538,7 @@ export async function runSkipTx(cfg: Config, opts: SkipTxOptions): Promise<SkipT
       await skipLink(cfg, journal!, s, report, opts)
       result.skipped += report.skipped.length
     }
+    result.links.push(...unsure)
     await journal!.finish()
     return result
   } finally {
@@ -462,7 +553,7 @@ async function skipLink(cfg: Config, journal: Journal, first: Stuck, report: Lin
   let cur: {sub: SubscriptionState; tx: DecodedTx; view: TxView} = {sub: first.verdict.sub, tx: first.verdict.tx, view: first.view}
   for (;;) {
     const method = first.method
-    const outcome = await skipOne(journal, ends, cur, method, report, opts)
+    const outcome = await skipOne(cfg, journal, ends, cur, method, report, opts)
     if (outcome === 'moved-on') {
       report.state = 'moved-on'
       report.blocking = null
@@ -470,13 +561,20 @@ async function skipLink(cfg: Config, journal: Journal, first: Stuck, report: Lin
       opts.write(`${linkLabel(ends)}: ${report.message}`)
       return
     }
-    const skipped = await recordSkip(cfg, {from: ends.from, to: ends.to, subscription: ends.name, method, tx: cur.tx, view: cur.view, enable: false}, new Date().toISOString())
+    const skipped = await recordSkip(cfg, {from: ends.from, to: ends.to, subscription: ends.name, method, tx: cur.tx, view: cur.view, enable: false, ...outcome}, new Date().toISOString())
     await journal.set('inFlight', null)
     report.skipped.push(skipped)
     opts.write(`${linkLabel(ends)}: skipped transaction ${cur.tx.xid} (final LSN ${cur.tx.finalLsn}); changes in ${auditFile(cfg.file)}, re-apply SQL in ${skipped.sqlFile}`)
 
     // watch the link
     const v = await watchLink(ends)
+    if (v.state === 'stuck' && v.unsure) {
+      report.state = 'unsure'
+      report.blocking = null
+      report.message = `the link fails again (${v.evidence}), but ${v.unsure}`
+      opts.write(`${linkLabel(ends)}: ${report.message}`)
+      return
+    }
     if (v.state === 'stuck') {
       const view = await txView(ends, v.sub, v.tx, v.evidence)
       opts.write(`${linkLabel(ends)}  the next transaction fails too: ${v.evidence}`)
@@ -521,15 +619,16 @@ async function skipLink(cfg: Config, journal: Journal, first: Stuck, report: Lin
   }
 }
 
-/** Skip exactly `cur.tx` on the link; returns 'moved-on' when it got applied before we could. */
+/** Skip exactly `cur.tx` on the link (its changes recorded first); returns 'moved-on' when it got applied before we could. */
 async function skipOne(
+  cfg: Config,
   journal: Journal,
   ends: LinkEnds,
   cur: {sub: SubscriptionState; tx: DecodedTx; view: TxView},
   method: SkipMethod,
   report: LinkReport,
   opts: SkipTxOptions,
-): Promise<'skipped' | 'moved-on'> {
+): Promise<{changesFile: string; sqlFile: string} | 'moved-on'> {
   const c = ends.sub
   const name = qi(ends.name)
   const run = async (sql: string) => {
@@ -539,7 +638,8 @@ async function skipOne(
   const sub = await readSubscription(c, ends.name)
   if (!sub) throw new MmliteError(`subscription ${ends.name} disappeared from ${ends.to}`, {code: ExitCode.Failed})
   if (passed(sub.originLsn, cur.tx)) return 'moved-on'
-  const inFlight: InFlight = {from: ends.from, to: ends.to, subscription: ends.name, method, tx: cur.tx, view: cur.view, enable: !sub.enabled}
+  const files = await captureAudit(cfg, ends, sub, cur.tx)
+  const inFlight: InFlight = {from: ends.from, to: ends.to, subscription: ends.name, method, tx: cur.tx, view: cur.view, enable: !sub.enabled, ...files}
   await journal.set('inFlight', inFlight)
   const timeout = {timeoutMs: opts.timeoutMs, hint: 'Re-run `mmlite skip-tx` to finish; `mmlite status` shows the link.'}
 
@@ -551,7 +651,7 @@ async function skipOne(
       ...timeout,
       what: `${ends.to} to skip transaction ${cur.tx.xid} on ${ends.name}`,
     })
-    return 'skipped'
+    return files
   }
 
   // origin advance: only with the worker gone, and only if the transaction is still the next one
@@ -571,6 +671,8 @@ async function skipOne(
   await journal.set('pausedSubscriptions', [])
   if (!still) {
     await journal.set('inFlight', null)
+    await rm(files.changesFile, {force: true})
+    await rm(files.sqlFile, {force: true})
     if (Array.isArray(next) && (next.length === 0 || passed(now!.originLsn, cur.tx))) return 'moved-on'
     throw new MmliteError(`${linkLabel(ends)}: transaction ${cur.tx.xid} is no longer the next one to apply; nothing was skipped`, {
       code: ExitCode.Failed,
@@ -578,7 +680,7 @@ async function skipOne(
       suggestions: ['Re-run `mmlite skip-tx` to see what blocks the link now.'],
     })
   }
-  return 'skipped'
+  return files
 }
 
 /** A run killed while skipping: record what was skipped, re-enable what it disabled. */

@@ -33,7 +33,7 @@ describe('init: SIGKILL after each step, then re-run', function () {
     const plan = h.parseJson<{steps: Array<{id: string}>}>(r)
     assert.deepEqual(
       plan.steps.map(s => s.id),
-      ['publications', 'slots', 'seed-subscriptions', 'wait-initial-copy', 'mesh-subscriptions', 'wait-streaming'],
+      ['publications', 'slots', 'seed-subscriptions', 'wait-initial-copy', 'mesh-subscriptions', 'streaming', 'wait-streaming'],
     )
   })
 

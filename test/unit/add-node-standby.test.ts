@@ -162,7 +162,7 @@ describe('add-node standby: steps and SQL', () => {
     ])
     const src = sqlOf('source-subscription')
     assert.match(src[0], /^\[x\] CREATE SUBSCRIPTION "shop_s_x"/)
-    assert.match(src[0], /WITH \(create_slot = false, slot_name = 'shop_s_x', copy_data = false, enabled = false, origin = none\)/)
+    assert.match(src[0], /WITH \(create_slot = false, slot_name = 'shop_s_x', copy_data = false, enabled = false, origin = none, streaming = on\)/)
     assert.match(src[1], /pg_replication_origin_advance\('pg_' \|\| \(SELECT oid FROM pg_subscription WHERE subname = 'shop_s_x'/)
     assert.equal(src[2], '[x] ALTER SUBSCRIPTION "shop_s_x" ENABLE')
     assert.deepEqual(sqlOf('drop-inherited-slots'), [

@@ -126,7 +126,7 @@ describe('add-node copy: the plan', () => {
     const s = sqlOf(step(copyStrategy.buildSteps(ctx), 'subscribe-peers'))
     assert.equal(s.length, 6)
     assert.match(s[0], /^\[d\] CREATE SUBSCRIPTION "shop_b_d"/)
-    assert.match(s[0], /WITH \(create_slot = false, slot_name = 'shop_b_d', copy_data = false, enabled = false, origin = none\)/)
+    assert.match(s[0], /WITH \(create_slot = false, slot_name = 'shop_b_d', copy_data = false, enabled = false, origin = none, streaming = on\)/)
     assert.match(s[1], /pg_replication_origin_advance\('pg_' \|\| s\.oid::text, '<R_b>'::pg_lsn\).*WHERE s\.subname = 'shop_b_d'/)
     assert.equal(s[2], '[d] ALTER SUBSCRIPTION "shop_b_d" ENABLE')
   })
@@ -134,7 +134,7 @@ describe('add-node copy: the plan', () => {
   it('subscribe-source, node-slots, node-subscriptions, waits: every link of X, no copy, X never printed with its password', async () => {
     const {ctx} = await fixture()
     const steps = copyStrategy.buildSteps(ctx)
-    assert.match(sqlOf(step(steps, 'subscribe-source'))[0], /^\[d\] CREATE SUBSCRIPTION "shop_a_d"[\s\S]*copy_data = false, enabled = true\)/)
+    assert.match(sqlOf(step(steps, 'subscribe-source'))[0], /^\[d\] CREATE SUBSCRIPTION "shop_a_d"[\s\S]*copy_data = false, enabled = true, streaming = off\)/)
     assert.deepEqual(sqlOf(step(steps, 'node-slots')), [
       `[d] SELECT pg_create_logical_replication_slot('shop_d_a', 'mmlite')`,
       `[d] SELECT pg_create_logical_replication_slot('shop_d_b', 'mmlite')`,

@@ -94,12 +94,12 @@ describe('config: parseConfig', () => {
   })
 
   it('parses health thresholds and disable_on_error', () => {
-    const cfg = parseConfig(VALID + 'health:\n  lag_warning_bytes: 2048\n  lag_warning_seconds: 5\ndisable_on_error: true\n', FILE, {})
-    assert.deepEqual(cfg.health, {lagWarningBytes: 2048, lagWarningSeconds: 5})
+    const cfg = parseConfig(VALID + 'health:\n  lag_warning_bytes: 2048\n  lag_warning_seconds: 5\n  error_window_seconds: 30\ndisable_on_error: true\n', FILE, {})
+    assert.deepEqual(cfg.health, {lagWarningBytes: 2048, lagWarningSeconds: 5, errorWindowSeconds: 30})
     assert.equal(cfg.disableOnError, true)
     // one threshold given: the other keeps its default
     const half = parseConfig(VALID + 'health:\n  lag_warning_seconds: 9\n', FILE, {})
-    assert.deepEqual(half.health, {lagWarningBytes: DEFAULT_HEALTH.lagWarningBytes, lagWarningSeconds: 9})
+    assert.deepEqual(half.health, {...DEFAULT_HEALTH, lagWarningSeconds: 9})
   })
 
   it('rejects a bad health value, an unknown health key and a non-boolean disable_on_error', () => {

@@ -70,7 +70,7 @@ describe('plan: config fixture', () => {
 describe('plan: buildInitSteps (3 nodes, seed a)', () => {
   it('step ids in order', () => {
     const steps = buildInitSteps(config(), versions(150000, 150000, 180000), SEED_OPTS)
-    assert.deepEqual(ids(steps), ['publications', 'slots', 'seed-subscriptions', 'wait-initial-copy', 'mesh-subscriptions', 'wait-streaming'])
+    assert.deepEqual(ids(steps), ['publications', 'slots', 'seed-subscriptions', 'wait-initial-copy', 'mesh-subscriptions', 'streaming', 'wait-streaming'])
   })
 
   it('publications: one per node, exact SQL with quoted table names', () => {
@@ -115,7 +115,7 @@ describe('plan: buildInitSteps (3 nodes, seed a)', () => {
       'CREATE SUBSCRIPTION "shop_a_b"\n' +
         `  CONNECTION 'host=''a.example'' port=''5432'' dbname=''shop'' user=''repl'' password=''${REDACTED}'''\n` +
         '  PUBLICATION "shop"\n' +
-        "  WITH (create_slot = false, slot_name = 'shop_a_b', copy_data = true, enabled = true)",
+        "  WITH (create_slot = false, slot_name = 'shop_a_b', copy_data = true, enabled = true, streaming = off)",
     ])
     for (const sql of allSql(s)) {
       assert.ok(!sql.includes('p\\') && !sql.includes("p''w") && !sql.includes('d x'), sql)
@@ -138,7 +138,7 @@ describe('plan: buildInitSteps (3 nodes, seed a)', () => {
       'CREATE SUBSCRIPTION "shop_b_c"\n' +
         "  CONNECTION 'user=''repl'' host=''b.example'' dbname=''shop'''\n" +
         '  PUBLICATION "shop"\n' +
-        "  WITH (create_slot = false, slot_name = 'shop_b_c', copy_data = false, enabled = true, origin = none)",
+        "  WITH (create_slot = false, slot_name = 'shop_b_c', copy_data = false, enabled = true, origin = none, streaming = on)",
     )
     // c's peer_dsn, not its dsn, goes into subscriptions to c
     assert.equal(
@@ -146,7 +146,7 @@ describe('plan: buildInitSteps (3 nodes, seed a)', () => {
       'CREATE SUBSCRIPTION "shop_c_b"\n' +
         "  CONNECTION 'host=''c.internal'' dbname=''shop'' user=''repl'''\n" +
         '  PUBLICATION "shop"\n' +
-        "  WITH (create_slot = false, slot_name = 'shop_c_b', copy_data = false, enabled = true, origin = none)",
+        "  WITH (create_slot = false, slot_name = 'shop_c_b', copy_data = false, enabled = true, origin = none, streaming = on)",
     )
     for (const n of ['shop_b_a', 'shop_c_a']) {
       assert.doesNotMatch(byName.get(n)!, /origin/, n)
@@ -160,7 +160,7 @@ describe('plan: buildInitSteps (3 nodes, seed a)', () => {
     const steps = buildInitSteps(config(), versions(160000, 170000, 180000), SEED_OPTS)
     const subs = [...allSql(step(steps, 'seed-subscriptions')), ...allSql(step(steps, 'mesh-subscriptions'))]
     assert.equal(subs.length, 6)
-    for (const sql of subs) assert.match(sql, /, origin = none\)$/)
+    for (const sql of subs) assert.match(sql, /, origin = none, streaming = on\)$/)
     for (const sql of allSql(step(steps, 'slots'))) assert.match(sql, /'pgoutput'\)$/)
   })
 
@@ -171,12 +171,12 @@ describe('plan: buildInitSteps (3 nodes, seed a)', () => {
     assert.equal(subs.length, 6)
     for (const a of subs) {
       if (a.node === 'a') assert.doesNotMatch(a.sql[0], /disable_on_error/, 'subscriber a is PG 14')
-      else assert.match(a.sql[0], /, disable_on_error = true\)$/, a.label)
+      else assert.match(a.sql[0], /, disable_on_error = true, streaming = (on|off)\)$/, a.label)
     }
     // 16↔18 native edge with disable_on_error: both options
     const both = buildInitSteps(on, versions(140000, 160000, 180000), SEED_OPTS)
     const bc = step(both, 'mesh-subscriptions').actions.find(a => a.label.startsWith('subscription shop_b_c'))!
-    assert.match(bc.sql[0], /enabled = true, origin = none, disable_on_error = true\)$/)
+    assert.match(bc.sql[0], /enabled = true, origin = none, disable_on_error = true, streaming = on\)$/)
     // not configured: never
     const off = buildInitSteps(config(), versions(150000, 160000, 180000), SEED_OPTS)
     for (const s of off) for (const sql of allSql(s)) assert.doesNotMatch(sql, /disable_on_error/)
@@ -191,7 +191,7 @@ describe('plan: buildInitSteps (3 nodes, seed a)', () => {
       'CREATE SUBSCRIPTION "shop_a_b"\n' +
         String.raw`  CONNECTION E'host=''a.example'' port=''5432'' dbname=''shop'' user=''repl'' password=''p\\''w\\\\d x'''` +
         '\n  PUBLICATION "shop"\n' +
-        "  WITH (create_slot = false, slot_name = 'shop_a_b', copy_data = true, enabled = true)",
+        "  WITH (create_slot = false, slot_name = 'shop_a_b', copy_data = true, enabled = true, streaming = off)",
     )
     // what the server receives decodes back to the original conninfo
     const lit = /CONNECTION (E?'.*')\n/.exec(sql)![1]
@@ -219,7 +219,7 @@ describe('plan: --no-copy', () => {
   const steps = buildInitSteps(config(), versions(130000, 150000, 180000), {seed: 'a', noCopy: true, timeoutMs: 1000})
 
   it('has no seed steps and no late slots (even with a PG 13 node)', () => {
-    assert.deepEqual(ids(steps), ['publications', 'slots', 'mesh-subscriptions', 'wait-streaming'])
+    assert.deepEqual(ids(steps), ['publications', 'slots', 'mesh-subscriptions', 'streaming', 'wait-streaming'])
     assert.equal(step(steps, 'slots').actions.length, 6)
   })
 
@@ -236,7 +236,7 @@ describe('plan: --no-copy', () => {
 describe('plan: PostgreSQL 13 nodes', () => {
   it('a non-seed PG 13 node gets its outbound slots in late-slots, after wait-initial-copy', () => {
     const steps = buildInitSteps(config(), versions(160000, 130000, 180000), SEED_OPTS)
-    assert.deepEqual(ids(steps), ['publications', 'slots', 'seed-subscriptions', 'wait-initial-copy', 'late-slots', 'mesh-subscriptions', 'wait-streaming'])
+    assert.deepEqual(ids(steps), ['publications', 'slots', 'seed-subscriptions', 'wait-initial-copy', 'late-slots', 'mesh-subscriptions', 'streaming', 'wait-streaming'])
     assert.deepEqual(labels(step(steps, 'late-slots')), ['b: slot shop_b_a (mmlite)', 'b: slot shop_b_c (mmlite)'])
     assert.deepEqual(labels(step(steps, 'slots')), ['a: slot shop_a_b (mmlite)', 'a: slot shop_a_c (pgoutput)', 'c: slot shop_c_a (pgoutput)', 'c: slot shop_c_b (mmlite)'])
     // every slot exists exactly once across both steps

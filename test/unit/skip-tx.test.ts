@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import {mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
-import {failureEvidence, findApplyError, observeWindowMs, passed, type LinkSample} from '../../src/cluster/link-probe.js'
+import {failureEvidence, findApplyError, findLoggedFailure, identifyFailing, observeWindowMs, passed, type LinkSample} from '../../src/cluster/link-probe.js'
 import type {Change, DecodedTx} from '../../src/cluster/pgoutput-decode.js'
 import {evaluate, exitCodeFor, linkKey, stuckSuspect, type NodeProbe, type SubRow} from '../../src/cluster/status.js'
 import {edgeName} from '../../src/cluster/naming.js'
@@ -106,6 +106,7 @@ const TX: DecodedTx = {
   endLsn: '0/178B398',
   commitTime: '2026-11-26T12:42:34.123Z',
   messages: 0,
+  changeCount: 4,
   changes: [
     users('insert', {new: {values: {id: '5', name: "it's"}, unchanged: []}}),
     users('update', {key: {id: '6'}, new: {values: {id: '6', name: null}, unchanged: ['big']}}),
@@ -258,5 +259,52 @@ describe('mmlite.yaml: disable_on_error recorded', () => {
     writeFileSync(file, text.replace('tables:', 'disable_on_error: false # not yet\ntables:'))
     assert.equal(await recordDisableOnError(file), true)
     assert.match(readFileSync(file, 'utf8'), /^# my cluster\ncluster: shop # the name\ndisable_on_error: true # not yet\ntables:/)
+  })
+})
+
+describe('identifyFailing / findLoggedFailure (which pending transaction fails)', () => {
+  const tx = (xid: number, firstLsn: string, finalLsn: string) => ({xid, firstLsn, finalLsn, endLsn: finalLsn, commitTime: '', changeCount: 0, changes: [], messages: 0})
+  const S = tx(759, '0/1E2CDF0', '0/1E2CE80')
+  const T = tx(758, '0/1BF6F70', '0/2062D40')
+  const U = tx(760, '0/2062F00', '0/2063000')
+  const o = {subscription: 'shop_a_b', node: 'b'}
+
+  it('without parallel apply the first pending one fails', () => {
+    assert.deepEqual(identifyFailing([S, T], {...o, parallel: false, logged: null}), {tx: S})
+  })
+  it('parallel, no log: not sure; names the transactions streamed before the first one commits, not the later ones', () => {
+    const r = identifyFailing([S, T, U], {...o, parallel: true, logged: null})
+    assert.equal(r.tx, S)
+    assert.match(r.unsure!, /streaming = parallel/)
+    assert.match(r.unsure!, /transaction 759, transaction 758 \(final LSN 0\/2062D40, 0 change\(s\)\) or one still in progress/)
+    assert.doesNotMatch(r.unsure!, /760/)
+    assert.match(r.unsure!, /mmlite init/)
+  })
+  it('parallel, the log names the first pending one: sure', () => {
+    assert.deepEqual(identifyFailing([S, T], {...o, parallel: true, logged: {xid: 759, finishLsn: null}}), {tx: S})
+    assert.deepEqual(identifyFailing([S, T], {...o, parallel: true, logged: {xid: 759, finishLsn: '0/1E2CE80'}}), {tx: S})
+  })
+  it('the log names one behind the first pending one: not sure, in any mode (SKIP cannot reach it)', () => {
+    for (const parallel of [true, false]) {
+      const r = identifyFailing([S, T], {...o, parallel, logged: {xid: 758, finishLsn: null}})
+      assert.match(r.unsure!, /log names transaction 758 .* while transaction 759 .* is pending ahead of it/)
+    }
+  })
+  it('the log names a transaction that is not pending (an old error): parallel not sure, otherwise the first pending', () => {
+    assert.ok(identifyFailing([S], {...o, parallel: true, logged: {xid: 12, finishLsn: null}}).unsure)
+    assert.deepEqual(identifyFailing([S], {...o, parallel: false, logged: {xid: 12, finishLsn: null}}), {tx: S})
+  })
+  it('findLoggedFailure: the last apply error context of the origin, with or without the finish LSN', () => {
+    const log = [
+      '2026-11-30 15:55:52 UTC [101] ERROR:  duplicate key value violates unique constraint "users_pkey"',
+      '2026-11-30 15:55:52 UTC [101] CONTEXT:  processing remote data for replication origin "pg_16390" during message type "INSERT" for replication target relation "public.users" in transaction 700, finished at 0/1A00000',
+      '2026-11-30 15:55:53 UTC [102] CONTEXT:  processing remote data for replication origin "pg_99999" during message type "INSERT" in transaction 1',
+      '2026-11-30 15:55:54 UTC [103] ERROR:  duplicate key value violates unique constraint "users_pkey"',
+      '2026-11-30 15:55:54 UTC [103] CONTEXT:  processing remote data for replication origin "pg_16390" during message type "INSERT" for replication target relation "public.users" in transaction 758',
+      '2026-11-30 15:55:54 UTC [90] LOG:  background worker "logical replication parallel worker" (PID 103) exited with exit code 1',
+    ].join('\n')
+    assert.deepEqual(findLoggedFailure(log, 16390), {xid: 758, finishLsn: null})
+    assert.deepEqual(findLoggedFailure(log.split('\n').slice(0, 3).join('\n'), 16390), {xid: 700, finishLsn: '0/1A00000'})
+    assert.equal(findLoggedFailure(log, 5), null)
   })
 })

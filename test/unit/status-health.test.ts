@@ -7,6 +7,7 @@ import assert from 'node:assert/strict'
 import {
   evaluate,
   exitCodeFor,
+  linkKey,
   PAUSED_REASON,
   type NodeProbe,
   type SlotRow,
@@ -89,13 +90,14 @@ function unreachable(probes: NodeProbe[], name: string): void {
   delete p.data
 }
 
-function run(probes: NodeProbe[], opts: {unfinished?: UnfinishedOp[]; thresholds?: typeof DEFAULT_HEALTH} = {}): StatusResult {
+function run(probes: NodeProbe[], opts: {unfinished?: UnfinishedOp[]; thresholds?: typeof DEFAULT_HEALTH; errorsRecent?: Map<string, number>} = {}): StatusResult {
   return evaluate({
     cluster: CLUSTER,
     probes,
     thresholds: opts.thresholds ?? DEFAULT_HEALTH,
     unfinished: opts.unfinished ?? [],
     checkedAt: new Date('2025-01-01T00:00:00Z'),
+    errorsRecent: opts.errorsRecent,
   })
 }
 
@@ -131,6 +133,7 @@ describe('status health classification', () => {
       lag_bytes: 0,
       retained_bytes: 256,
       last_msg_age_s: 1.5,
+      lag_s: 0,
       apply_error_count: 0,
       sync_error_count: 0,
     })
@@ -157,28 +160,36 @@ describe('status health classification', () => {
     assert.equal(r.health, 'warning')
     assert.equal(exitCodeFor(r.health), 1)
     // thresholds from flags/config are honoured
-    assert.equal(run(p, {thresholds: {lagWarningBytes: 20 * MB, lagWarningSeconds: 60}}).health, 'ok')
+    assert.equal(run(p, {thresholds: {...DEFAULT_HEALTH, lagWarningBytes: 20 * MB, lagWarningSeconds: 60}}).health, 'ok')
   })
 
-  it('warning when the last message is older than lagWarningSeconds', () => {
+  it('warning when the link lags more than lagWarningSeconds (walsender flush_lag); an idle link (old last message, no lag) is ok', () => {
     const p = mesh(['a', 'b'])
     subOf(p, 'b', 'a').last_msg_age_s = 75
+    assert.equal(run(p).health, 'ok', 'idle: only keepalives, nothing to apply')
+    assert.equal(link(run(p), 'b', 'a').lag_s, 0)
+    slotOf(p, 'b', 'a').lag_s = 75
     const r = run(p)
     assert.equal(link(r, 'b', 'a').status, 'warning')
-    assert.match(link(r, 'b', 'a').reasons.join(), /last message 1m15s ago > 1m0s/)
+    assert.match(link(r, 'b', 'a').reasons.join(), /lag 1m15s > 1m0s/)
+    assert.equal(link(r, 'b', 'a').lag_s, 75)
     assert.equal(r.health, 'warning')
-    assert.equal(run(p, {thresholds: {lagWarningBytes: 10 * MB, lagWarningSeconds: 120}}).health, 'ok')
+    assert.equal(run(p, {thresholds: {...DEFAULT_HEALTH, lagWarningSeconds: 120}}).health, 'ok')
   })
 
-  it('warning for wal_status unreserved and for apply errors', () => {
+  it('warning for wal_status unreserved and for RECENT apply errors only', () => {
     const p = mesh(['a', 'b'])
     slotOf(p, 'a', 'b').wal_status = 'unreserved'
     subOf(p, 'b', 'a').apply_error_count = 3
-    const r = run(p)
+    const old = run(p)
+    assert.equal(link(old, 'b', 'a').status, 'ok', 'errors counted long ago do not warn')
+    assert.equal(link(old, 'b', 'a').apply_error_count, 3)
+    const r = run(p, {errorsRecent: new Map([[linkKey('b', 'a'), 42]])})
     assert.equal(link(r, 'a', 'b').status, 'warning')
     assert.match(link(r, 'a', 'b').reasons[0], /unreserved/)
     assert.equal(link(r, 'b', 'a').status, 'warning')
-    assert.match(link(r, 'b', 'a').reasons[0], /3 apply error/)
+    assert.match(link(r, 'b', 'a').reasons[0], /3 apply error\(s\) since stats reset, the last counted 42s ago \(`mmlite status --reset-errors` resets the counts\)/)
+    assert.equal(link(r, 'b', 'a').errors_recent_s, 42)
     assert.equal(r.health, 'warning')
   })
 
