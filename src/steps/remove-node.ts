@@ -49,6 +49,11 @@ import {
   dropSubscriptionSql,
   subscriptionExists,
 } from './mesh.js'
+import {dropSyncSlotsAction, sysidOf} from './remove-node/sync-slots.js'
+import {buildAbandonedJoinSteps, type JoinValues} from './remove-node/abandoned-join.js'
+import {preflightError} from './preflight.js'
+
+const addNodeKey = (x: string) => `add-node:${x}`
 
 export const STEP = {
   drain: 'drain',
@@ -168,6 +173,11 @@ export interface RemoveValues {
   /** peer → WAL its slot for X retained when it was dropped (null: no restart_lsn) */
   retainedBytes?: Record<string, number | null>
   force?: boolean
+  /** subscriber → {system identifier, oid} of its subscription on the link with X, read before the drop (its table-synchronization slots) */
+  subsOnX?: Record<string, {sysid: string; oid: string}>
+  subsOnPeers?: Record<string, {sysid: string; oid: string}>
+  /** X's join never finished (add-node:X unfinished, or leftovers of it): removed without contacting X */
+  abandoned?: boolean
 }
 
 /**
@@ -291,7 +301,10 @@ export function buildRemoveNodeSteps(cfg: Config, input: RemovePlanInput): Step[
         timeoutMs: wait,
         graceMs,
         label: `drop subscription ${edge(x, p)} from ${x} (origin progress recorded first)`,
-        beforeDrop: (ctx, lsn) => rec.setFor(ctx, 'originProgress', p, lsn),
+        beforeDrop: async (ctx, lsn) => {
+          await rec.setFor(ctx, 'originProgress', p, lsn)
+          await rec.setFor(ctx, 'subsOnPeers', p, await subscriptionIdentity(ctx, p, edge(x, p)))
+        },
       }),
     ),
   })
@@ -299,8 +312,20 @@ export function buildRemoveNodeSteps(cfg: Config, input: RemovePlanInput): Step[
     steps.push({
       id: STEP.ownSubscriptions,
       title: `Drop ${x}'s subscriptions from the peers`,
-      actions: peers.map(p => dropSubscriptionDetachedAction(x, edge(p, x), {timeoutMs: wait, graceMs})),
+      actions: peers.map(p =>
+        dropSubscriptionDetachedAction(x, edge(p, x), {
+          timeoutMs: wait,
+          graceMs,
+          beforeDrop: async ctx => rec.setFor(ctx, 'subsOnX', p, await subscriptionIdentity(ctx, x, edge(p, x))),
+        }),
+      ),
     })
+  }
+  // table-synchronization slots of the links' subscriptions (left by an initial copy that never ended)
+  const recorded = (ctx: StepContext, key: 'subsOnX' | 'subsOnPeers', who: string[]) => {
+    const m = ctx.journal.get<Record<string, {sysid: string; oid: string}>>(key) ?? {}
+    const subs = who.map(n => m[n]).filter(Boolean)
+    return subs.length ? subs : undefined
   }
   steps.push({
     id: STEP.peerSlots,
@@ -312,16 +337,32 @@ export function buildRemoveNodeSteps(cfg: Config, input: RemovePlanInput): Step[
         label: `drop slot ${edge(p, x)} for ${x} (retained WAL recorded first)`,
         beforeDrop: (ctx, bytes) => rec.setFor(ctx, 'retainedBytes', p, bytes),
       }),
-    ),
+    ).concat(peers.map(p => dropSyncSlotsAction(p, x, {members: peers, subs: force ? undefined : async ctx => recorded(ctx, 'subsOnX', [p])}, {timeoutMs: wait}))),
   })
   if (!force) {
     steps.push(
-      {id: STEP.ownSlots, title: `Drop ${x}'s slots for the peers`, actions: peers.map(p => dropSlotAction(x, edge(x, p), {timeoutMs: wait, graceMs}))},
+      {
+        id: STEP.ownSlots,
+        title: `Drop ${x}'s slots for the peers`,
+        actions: [
+          ...peers.map(p => dropSlotAction(x, edge(x, p), {timeoutMs: wait, graceMs})),
+          dropSyncSlotsAction(x, peers.join(', '), {members: [], subs: async ctx => recorded(ctx, 'subsOnPeers', peers) ?? []}, {timeoutMs: wait}),
+        ],
+      },
       {id: STEP.ownPublication, title: `Drop ${x}'s publication`, actions: [dropPublicationAction(cfg, x)]},
     )
   }
   steps.push({id: STEP.config, title: `Remove ${x} from mmlite.yaml`, actions: [configAction(input.configFile ?? cfg.file, x)]})
   return steps
+}
+
+/** System identifier of `node` and oid of its subscription `sub` (which names its tablesync slots). */
+async function subscriptionIdentity(ctx: StepContext, node: string, sub: string): Promise<{sysid: string; oid: string}> {
+  const r = await ctx.cluster.node(node).one<{oid: string}>(
+    'SELECT oid::pg_catalog.text AS oid FROM pg_catalog.pg_subscription WHERE subname = $1::pg_catalog.name AND subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())',
+    [sub],
+  )
+  return {sysid: await sysidOf(ctx, node), oid: r?.oid ?? '0'}
 }
 
 // ---------------------------------------------------------------- the whole procedure
@@ -374,7 +415,28 @@ export interface RemoveNodeResult {
 export async function runRemoveNode(cfg: Config, x: string, opts: RemoveNodeOptions): Promise<RemoveNodeResult> {
   const journal = Journal.open(cfg.file, cfg.cluster)
   const key = operationKey(x)
-  const pendingOp = journal.unfinished().find(u => u.key === key)?.op
+  const unfinished = journal.unfinished()
+  const pendingOp = unfinished.find(u => u.key === key)?.op
+  const joinOp = unfinished.find(u => u.key === addNodeKey(x))?.op
+  // like add-node: one operation at a time (an unfinished init may be left: removing a dead
+  // node can be what lets it finish; the unfinished join of X is what this run removes)
+  const blocking = unfinished.filter(u => u.key !== key && u.key !== addNodeKey(x) && u.key !== 'init')
+  if (blocking.length) {
+    throw preflightError(
+      blocking.map(u => ({
+        check: 'journal',
+        message: `another mmlite operation is unfinished: ${u.key} (started ${u.op.startedAt})`,
+        fix: `Finish it first by re-running \`mmlite ${u.op.command}${u.key.includes(':') ? ' ' + u.key.split(':')[1] : ''}\` from this directory.`,
+      })),
+    )
+  }
+  const inConfig = cfg.nodes.some(n => n.name === x)
+  if (!inConfig && (joinOp || pendingOp?.values.abandoned === true)) {
+    return runRemoveAbandoned(cfg, x, opts, {journal, key, pendingOp, joinOp})
+  }
+  if (!inConfig && !pendingOp && (await joinLeftovers(cfg, x, opts.connectTimeoutMs)).length) {
+    return runRemoveAbandoned(cfg, x, opts, {journal, key, pendingOp, joinOp})
+  }
   const mode = checkRemoval(cfg, x, pendingOp)
   const finishing = mode.kind === 'finish'
   // once X has left mmlite.yaml (an interrupted run), only the peers and the file are left to check
@@ -445,6 +507,83 @@ export async function runRemoveNode(cfg: Config, x: string, opts: RemoveNodeOpti
     }
     const r = result(true, reports)
     await journal.finish()
+    return r
+  } finally {
+    await lock?.release()
+    await cluster.close()
+  }
+}
+
+/** Objects named for the links of X (not a member) on the members: slots for X, subscriptions from X. */
+async function joinLeftovers(cfg: Config, x: string, connectTimeoutMs: number): Promise<string[]> {
+  if (!cfg.nodes.length) return []
+  const cluster = new Cluster(cfg, {connectTimeoutMs})
+  try {
+    const found = await cluster.each(async c => {
+      const slots = await c.query<{n: string}>('SELECT slot_name::pg_catalog.text AS n FROM pg_catalog.pg_replication_slots WHERE slot_name = $1::pg_catalog.name', [edgeName(cfg.cluster, c.name, x)])
+      const subs = await c.query<{n: string}>(
+        'SELECT subname::pg_catalog.text AS n FROM pg_catalog.pg_subscription WHERE subname = $1::pg_catalog.name AND subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())',
+        [edgeName(cfg.cluster, x, c.name)],
+      )
+      return [...slots, ...subs].map(r => `${c.name}: ${r.n}`)
+    })
+    return [...found.values()].flatMap(r => (r.ok ? r.value : []))
+  } finally {
+    await cluster.close()
+  }
+}
+
+/** remove-node of a node whose join never finished (see remove-node/abandoned-join.ts). */
+async function runRemoveAbandoned(
+  cfg: Config,
+  x: string,
+  opts: RemoveNodeOptions,
+  j: {journal: Journal; key: string; pendingOp?: Operation; joinOp?: Operation},
+): Promise<RemoveNodeResult> {
+  const {journal, key} = j
+  const peers = cfg.nodes.map(n => n.name)
+  const stub: NodeConfig = {name: x, dsn: '', conn: new Map(), peerConn: new Map()}
+  const full: Config = {...cfg, nodes: [...cfg.nodes, stub]}
+  const cluster = new Cluster(full, {connectTimeoutMs: opts.connectTimeoutMs})
+  let lock: ClusterLock | undefined
+  try {
+    if (!opts.dryRun) lock = await ClusterLock.acquire(cluster, 'remove-node', peers)
+    const rec = journalRecorder()
+    const steps = buildAbandonedJoinSteps(full, {
+      x,
+      peers,
+      join: (j.joinOp?.values ?? {}) as JoinValues,
+      waitTimeoutMs: WAIT_TIMEOUT_MS,
+      recordProgress: (ctx, p, lsn) => rec.setFor(ctx, 'originProgress', p, lsn),
+    })
+    const base = {cfg: full, cluster, journal}
+    const plan = await planSteps(steps, base)
+    const values = (): RemoveValues => {
+      const get = <T>(k: keyof RemoveValues) => journal.get<T>(k) ?? (j.pendingOp?.values[k] as T | undefined)
+      return {originProgress: get('originProgress')}
+    }
+    const result = (changed: boolean, reports: StepReport[]): RemoveNodeResult => {
+      const r = buildResult(full, x, peers, {force: true, dryRun: opts.dryRun, changed, resumed: Boolean(j.pendingOp), finishing: false, steps: reports, values: values()})
+      r.notes = [
+        `${x} never finished joining (${j.joinOp ? `unfinished add-node:${x} in the journal` : 'objects named for its links were found'}): it was not contacted; what it holds must not be used as a member.`,
+        ...r.notes.filter(n => !n.startsWith('--force')),
+      ]
+      return r
+    }
+    if (opts.dryRun) return result(false, plan)
+    const pending = plan.filter(s => s.status === 'planned')
+    if (pending.length) await opts.confirm(plan, {force: true, finishing: false})
+    await journal.begin(key, 'remove-node')
+    await journal.set('abandoned', true)
+    await journal.set('force', true)
+    const reports = pending.length ? await runSteps(steps, base, {dryRun: false, mode: opts.mode, write: opts.write}) : plan
+    const r = result(pending.length > 0, reports)
+    await journal.finish()
+    // the join is over: later add-node runs are no longer blocked by it
+    if (j.joinOp) {
+      await journal.begin(addNodeKey(x), j.joinOp.command)
+      await journal.finish('abandoned')
+    }
     return r
   } finally {
     await lock?.release()
