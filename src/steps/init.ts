@@ -133,8 +133,10 @@ export async function sameDatabases(cluster: Cluster, cfg: Config): Promise<Prob
   const ids = await cluster.each(c => c.one<{id: string}>(q))
   const byId = new Map<string, string[]>()
   for (const [n, r] of ids) if (r.ok && r.value) byId.set(r.value.id, [...(byId.get(r.value.id) ?? []), n])
+  const order = cfg.nodes.map(n => n.name)
   return [...byId.values()]
     .filter(ns => ns.length > 1)
+    .map(ns => ns.sort((a, b) => order.indexOf(a) - order.indexOf(b)))
     .map(ns => ({
       node: ns[1],
       check: 'identity',

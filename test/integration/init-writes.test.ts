@@ -171,4 +171,29 @@ describe('init under writes on every node', function () {
     await verifyLoad(servers, mergeReports(load.report, ...rest.map(l => l.report)), SEED_USERS)
     for (const s of servers) assert.equal(await h.applyErrors(s), 0)
   })
+
+  it('init --no-copy killed, then re-run without the flag: the journal\'s --no-copy is honoured (no seed, no refusal)', async () => {
+    // identical nodes: what the previous case converged to
+    await h.resetMesh(servers, 'shop', [0, 1, 2])
+    const base = (await h.tableDigest(servers[0], 'public.users')).count
+    const killed = await h.runCli(['init', '-c', cfg, '--yes', '--no-copy'], {env: {MMLITE_FAULT_KILL_AFTER: 'slots'}})
+    assert.equal(killed.signal, 'SIGKILL', killed.stdout + killed.stderr)
+    assert.equal(journalOps(dir).init.values.noCopy, true)
+    const seeded = await h.runCli(['init', '-c', cfg, '--yes', '--seed', 'node1'])
+    assert.equal(seeded.code, 11, seeded.stderr)
+    assert.match(seeded.stderr, /runs with --no-copy; --seed node1 disagrees/)
+    const again = await h.runCli(['init', '-c', cfg, '--yes', '--json'])
+    assert.equal(again.code, 0, again.stderr + again.stdout)
+    assert.equal(h.parseJson<{copy: boolean; seed: string | null}>(again).copy, false)
+    await h.writeOnEveryNode(servers, 10, 500_000_000)
+    await h.waitConverged(servers, 'public.users', base + 30)
+  })
+
+  it('two entries that reach the same database are refused before anything is done', async () => {
+    const d = await h.tempDir()
+    const c = await h.writeConfig(d, [servers[0], servers[1], servers[0]])
+    const r = await h.runCli(['init', '-c', c, '--yes'])
+    assert.equal(r.code, 11, r.stderr + r.stdout)
+    assert.match(r.stderr, /nodes node1 and node3 are the same database/)
+  })
 })
