@@ -24,9 +24,7 @@
  * (operation key `remove-node:<X>` in the journal). Once X has left mmlite.yaml, a re-run
  * still finds the unfinished operation and completes it without X's connection details.
  */
-import path from 'node:path'
 import type {Config, NodeConfig} from '../config/config.js'
-import {editConfigNodes, loadConfig} from '../config/config.js'
 import {Cluster} from '../cluster/cluster.js'
 import {edgeName, publicationName} from '../cluster/naming.js'
 import {escapeIdentifier as qi} from '../db/quote.js'
@@ -34,41 +32,17 @@ import {parseLsn} from '../db/lsn.js'
 import {Journal, type Operation} from '../engine/journal.js'
 import {ClusterLock} from '../engine/lock.js'
 import {planSteps, runSteps, type RenderMode} from '../engine/runner.js'
-import type {Action, Step, StepContext, StepReport} from '../engine/types.js'
+import type {StepReport} from '../engine/types.js'
 import {MmliteError, ExitCode} from '../errors.js'
-import {didYouMean, formatBytes} from '../util/text.js'
-import {sleep} from '../util/poll.js'
-import {
-  detachSubscriptionSql,
-  disableSubscriptionSql,
-  dropPublicationAction,
-  dropPublicationSql,
-  dropSlotAction,
-  dropSlotSql,
-  dropSubscriptionDetachedAction,
-  dropSubscriptionSql,
-  subscriptionExists,
-} from './mesh.js'
-import {dropSyncSlotsAction, sysidOf} from './remove-node/sync-slots.js'
+import {didYouMean} from '../util/text.js'
+import {detachSubscriptionSql, disableSubscriptionSql, dropPublicationSql, dropSlotSql, dropSubscriptionSql} from './mesh.js'
+import {journalRecorder, operationKey, WAIT_TIMEOUT_MS, type RemoveValues} from './remove-node/context.js'
+import {DrainTimeoutError} from './remove-node/drain.js'
+import {buildRemoveNodeSteps} from './remove-node/procedure.js'
 import {buildAbandonedJoinSteps, type JoinValues} from './remove-node/abandoned-join.js'
 import {preflightError} from './preflight.js'
 
 const addNodeKey = (x: string) => `add-node:${x}`
-
-export const STEP = {
-  drain: 'drain',
-  peerSubscriptions: 'peer-subscriptions',
-  ownSubscriptions: 'own-subscriptions',
-  peerSlots: 'peer-slots',
-  ownSlots: 'own-slots',
-  ownPublication: 'own-publication',
-  config: 'config',
-} as const
-
-/** waits other than the drain (workers stopping, walsenders releasing slots) */
-export const WAIT_TIMEOUT_MS = 60_000
-
-export const operationKey = (x: string) => `remove-node:${x}`
 
 // ---------------------------------------------------------------- pure helpers
 
@@ -148,222 +122,11 @@ export function leftoverSqlOnRemoved(cfg: Config, x: string, peers: string[]): s
   ]
 }
 
-// ---------------------------------------------------------------- steps
+// ---------------------------------------------------------------- steps (src/steps/remove-node/)
 
-export interface RemovePlanInput {
-  /** the node to remove */
-  x: string
-  /** every other node of the configuration */
-  peers: string[]
-  /** do not contact X: no drain, X's own objects are left alone */
-  force: boolean
-  drainTimeoutMs: number
-  waitTimeoutMs?: number
-  /** how long a walsender / worker may linger before it is terminated (default: the actions' own) */
-  graceMs?: number
-  /** config file to edit; default cfg.file */
-  configFile?: string
-}
-
-/** Values of the operation (from the journal when the run resumes). */
-export interface RemoveValues {
-  drainLsn?: string
-  /** peer → remote_lsn of its subscription from X, read before it was dropped */
-  originProgress?: Record<string, string>
-  /** peer → WAL its slot for X retained when it was dropped (null: no restart_lsn) */
-  retainedBytes?: Record<string, number | null>
-  force?: boolean
-  /** subscriber → {system identifier, oid} of its subscription on the link with X, read before the drop (its table-synchronization slots) */
-  subsOnX?: Record<string, {sysid: string; oid: string}>
-  subsOnPeers?: Record<string, {sysid: string; oid: string}>
-  /** X's join never finished (add-node:X unfinished, or leftovers of it): removed without contacting X */
-  abandoned?: boolean
-}
-
-/**
- * Journal writes of concurrent actions, one after another: each write rewrites the whole
- * file atomically, and a per-peer entry is merged into its map at the moment it is written.
- */
-function journalRecorder() {
-  let chain: Promise<unknown> = Promise.resolve()
-  const enqueue = (fn: (ctx: StepContext) => Promise<void>, ctx: StepContext): Promise<void> => {
-    const p = chain.then(() => fn(ctx))
-    chain = p.catch(() => {})
-    return p
-  }
-  return {
-    set: (ctx: StepContext, key: keyof RemoveValues, value: unknown) => enqueue(c => c.journal.set(key, value), ctx),
-    setFor: (ctx: StepContext, key: keyof RemoveValues, peer: string, value: unknown) =>
-      enqueue(c => c.journal.set(key, {...(c.journal.get<Record<string, unknown>>(key) ?? {}), [peer]: value}), ctx),
-  }
-}
-
-export class DrainTimeoutError extends MmliteError {}
-
-const DRAIN_SQL = `SELECT slot_name, active, confirmed_flush_lsn::text AS confirmed,
-       pg_wal_lsn_diff($1::pg_lsn, confirmed_flush_lsn)::bigint::text AS behind
-  FROM pg_replication_slots WHERE slot_name = ANY($2::text[])`
-
-/**
- * Wait until every peer that still subscribes to X has confirmed X's current WAL position.
- * Done (nothing to wait for) once no peer subscribes to X any more: then the subscriptions
- * from X are already being dropped and there is nothing left to deliver.
- */
-function drainAction(cfg: Config, input: RemovePlanInput, rec: ReturnType<typeof journalRecorder>): Action {
-  const {x, peers} = input
-  const slotOf = (p: string) => edgeName(cfg.cluster, x, p)
-  const pendingPeers = async (ctx: StepContext) => {
-    const subscribed = await Promise.all(peers.map(p => subscriptionExists(ctx, p, slotOf(p))))
-    return peers.filter((_, i) => subscribed[i])
-  }
-  return {
-    node: x,
-    label: `wait until ${peers.join(', ')} received everything ${x} committed`,
-    sql: [],
-    check: async ctx => (await pendingPeers(ctx)).length === 0,
-    run: async ctx => {
-      const pending = await pendingPeers(ctx)
-      if (!pending.length) return
-      const c = ctx.cluster.node(x)
-      const target = (await c.one<{lsn: string}>('SELECT pg_current_wal_lsn()::text AS lsn'))!.lsn
-      await rec.set(ctx, 'drainLsn', target)
-      const deadline = Date.now() + input.drainTimeoutMs
-      let interval = 50
-      for (;;) {
-        const rows = await c.query<{slot_name: string; active: boolean; confirmed: string | null; behind: string | null}>(DRAIN_SQL, [
-          target,
-          pending.map(slotOf),
-        ])
-        const lagging: string[] = []
-        for (const p of pending) {
-          const r = rows.find(s => s.slot_name === slotOf(p))
-          if (!r) {
-            throw new DrainTimeoutError(`cannot drain ${x}: its slot ${slotOf(p)} for ${p} is missing, so ${p} cannot receive what ${x} committed; nothing was removed in this run`, {
-              code: ExitCode.Failed,
-              suggestions: [`Check the link ${x}→${p} with \`mmlite status\`. To remove ${x} anyway (${p} may lack some of ${x}'s changes), re-run with --force.`],
-            })
-          }
-          if (r.confirmed === null || Number(r.behind) > 0) {
-            lagging.push(
-              `${p}: ${r.confirmed === null ? 'nothing confirmed yet' : `${formatBytes(Number(r.behind))} behind (confirmed ${r.confirmed})`}, slot ${slotOf(p)} ${r.active ? 'active' : 'INACTIVE (no walsender: is the subscription on ' + p + ' enabled and its worker running?)'}`,
-            )
-          }
-        }
-        if (!lagging.length) return
-        ctx.progress(`draining ${x} up to ${target}: ${lagging.join('; ')}`)
-        if (Date.now() >= deadline) {
-          throw new DrainTimeoutError(
-            `${x}'s changes did not reach every peer within ${Math.round(input.drainTimeoutMs / 100) / 10} s (target ${target}); nothing was removed in this run`,
-            {
-              code: ExitCode.Timeout,
-              details: lagging,
-              suggestions: [
-                `Check the links from ${x} with \`mmlite status\`, then re-run (perhaps with a longer --drain-timeout).`,
-                `To remove ${x} without waiting (the lagging peers then lack some of ${x}'s changes), re-run with --force.`,
-              ],
-            },
-          )
-        }
-        await sleep(Math.min(interval, Math.max(0, deadline - Date.now())))
-        interval = Math.min(500, Math.ceil(interval * 1.5))
-      }
-    },
-  }
-}
-
-/** The file is local: the action's "node" is the file's name (it touches no server). */
-function configAction(file: string, x: string): Action {
-  const listed = () => loadConfig(file).nodes.some(n => n.name === x)
-  return {
-    node: path.basename(file),
-    label: `remove ${x} from ${file}`,
-    sql: [],
-    check: async () => !listed(),
-    run: async () => {
-      if (listed()) await editConfigNodes(file, {remove: x})
-    },
-  }
-}
-
-export function buildRemoveNodeSteps(cfg: Config, input: RemovePlanInput): Step[] {
-  const {x, peers, force} = input
-  const wait = input.waitTimeoutMs ?? WAIT_TIMEOUT_MS
-  const graceMs = input.graceMs
-  const rec = journalRecorder()
-  const edge = (from: string, to: string) => edgeName(cfg.cluster, from, to)
-  const steps: Step[] = []
-  if (!force) steps.push({id: STEP.drain, title: `Wait until every peer has received everything ${x} committed`, actions: [drainAction(cfg, input, rec)]})
-  steps.push({
-    id: STEP.peerSubscriptions,
-    title: `Drop the peers' subscriptions from ${x} (without contacting ${x})`,
-    actions: peers.map(p =>
-      dropSubscriptionDetachedAction(p, edge(x, p), {
-        timeoutMs: wait,
-        graceMs,
-        label: `drop subscription ${edge(x, p)} from ${x} (origin progress recorded first)`,
-        beforeDrop: async (ctx, lsn) => {
-          await rec.setFor(ctx, 'originProgress', p, lsn)
-          await rec.setFor(ctx, 'subsOnPeers', p, await subscriptionIdentity(ctx, p, edge(x, p)))
-        },
-      }),
-    ),
-  })
-  if (!force) {
-    steps.push({
-      id: STEP.ownSubscriptions,
-      title: `Drop ${x}'s subscriptions from the peers`,
-      actions: peers.map(p =>
-        dropSubscriptionDetachedAction(x, edge(p, x), {
-          timeoutMs: wait,
-          graceMs,
-          beforeDrop: async ctx => rec.setFor(ctx, 'subsOnX', p, await subscriptionIdentity(ctx, x, edge(p, x))),
-        }),
-      ),
-    })
-  }
-  // table-synchronization slots of the links' subscriptions (left by an initial copy that never ended)
-  const recorded = (ctx: StepContext, key: 'subsOnX' | 'subsOnPeers', who: string[]) => {
-    const m = ctx.journal.get<Record<string, {sysid: string; oid: string}>>(key) ?? {}
-    const subs = who.map(n => m[n]).filter(Boolean)
-    return subs.length ? subs : undefined
-  }
-  steps.push({
-    id: STEP.peerSlots,
-    title: `Drop the peers' slots for ${x}`,
-    actions: peers.map(p =>
-      dropSlotAction(p, edge(p, x), {
-        timeoutMs: wait,
-        graceMs,
-        label: `drop slot ${edge(p, x)} for ${x} (retained WAL recorded first)`,
-        beforeDrop: (ctx, bytes) => rec.setFor(ctx, 'retainedBytes', p, bytes),
-      }),
-    ).concat(peers.map(p => dropSyncSlotsAction(p, x, {members: peers, subs: force ? undefined : async ctx => recorded(ctx, 'subsOnX', [p])}, {timeoutMs: wait}))),
-  })
-  if (!force) {
-    steps.push(
-      {
-        id: STEP.ownSlots,
-        title: `Drop ${x}'s slots for the peers`,
-        actions: [
-          ...peers.map(p => dropSlotAction(x, edge(x, p), {timeoutMs: wait, graceMs})),
-          dropSyncSlotsAction(x, peers.join(', '), {members: [], subs: async ctx => recorded(ctx, 'subsOnPeers', peers) ?? []}, {timeoutMs: wait}),
-        ],
-      },
-      {id: STEP.ownPublication, title: `Drop ${x}'s publication`, actions: [dropPublicationAction(cfg, x)]},
-    )
-  }
-  steps.push({id: STEP.config, title: `Remove ${x} from mmlite.yaml`, actions: [configAction(input.configFile ?? cfg.file, x)]})
-  return steps
-}
-
-/** System identifier of `node` and oid of its subscription `sub` (which names its tablesync slots). */
-async function subscriptionIdentity(ctx: StepContext, node: string, sub: string): Promise<{sysid: string; oid: string}> {
-  const r = await ctx.cluster.node(node).one<{oid: string}>(
-    'SELECT oid::pg_catalog.text AS oid FROM pg_catalog.pg_subscription WHERE subname = $1::pg_catalog.name AND subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())',
-    [sub],
-  )
-  return {sysid: await sysidOf(ctx, node), oid: r?.oid ?? '0'}
-}
+export {STEP, WAIT_TIMEOUT_MS, operationKey, type RemovePlanInput, type RemoveValues} from './remove-node/context.js'
+export {DrainTimeoutError} from './remove-node/drain.js'
+export {buildRemoveNodeSteps} from './remove-node/procedure.js'
 
 // ---------------------------------------------------------------- the whole procedure
 
