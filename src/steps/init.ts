@@ -28,7 +28,7 @@ import {Journal} from '../engine/journal.js'
 import {ClusterLock} from '../engine/lock.js'
 import {runSteps, planSteps, type RenderMode} from '../engine/runner.js'
 import type {StepReport} from '../engine/types.js'
-import {preflight, preflightError} from './preflight.js'
+import {otherOperationsProblems, preflight, preflightError} from './preflight.js'
 import {pollUntil} from '../util/poll.js'
 import type {PreflightResult, Problem} from './preflight.js'
 import {edgeName} from '../cluster/naming.js'
@@ -241,16 +241,8 @@ export async function runInit(cfg: Config, opts: InitOptions): Promise<InitResul
     }
     const journal = Journal.open(cfg.file, cfg.cluster)
     // like add-node: one operation at a time; an unfinished other one must be finished first
-    const others = journal.unfinished().filter(u => u.key !== 'init')
-    if (others.length) {
-      throw preflightError(
-        others.map(u => ({
-          check: 'journal',
-          message: `another mmlite operation is unfinished: ${u.key} (started ${u.op.startedAt})`,
-          fix: `Finish it first by re-running \`mmlite ${u.op.command}${u.key.includes(':') ? ' ' + u.key.split(':')[1] : ''}\` from this directory.`,
-        })),
-      )
-    }
+    const others = otherOperationsProblems(journal.unfinished(), ['init'])
+    if (others.length) throw preflightError(others)
     // two entries reaching one database: refused before the lock (it would refuse us to ourselves)
     const identity = await sameDatabases(cluster, cfg)
     if (identity.length) throw preflightError(identity)

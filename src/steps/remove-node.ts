@@ -40,7 +40,7 @@ import {journalRecorder, operationKey, WAIT_TIMEOUT_MS, type RemoveValues} from 
 import {DrainTimeoutError} from './remove-node/drain.js'
 import {buildRemoveNodeSteps} from './remove-node/procedure.js'
 import {buildAbandonedJoinSteps, type JoinValues} from './remove-node/abandoned-join.js'
-import {preflightError} from './preflight.js'
+import {otherOperationsProblems, preflightError} from './preflight.js'
 
 const addNodeKey = (x: string) => `add-node:${x}`
 
@@ -183,16 +183,8 @@ export async function runRemoveNode(cfg: Config, x: string, opts: RemoveNodeOpti
   const joinOp = unfinished.find(u => u.key === addNodeKey(x))?.op
   // like add-node: one operation at a time (an unfinished init may be left: removing a dead
   // node can be what lets it finish; the unfinished join of X is what this run removes)
-  const blocking = unfinished.filter(u => u.key !== key && u.key !== addNodeKey(x) && u.key !== 'init')
-  if (blocking.length) {
-    throw preflightError(
-      blocking.map(u => ({
-        check: 'journal',
-        message: `another mmlite operation is unfinished: ${u.key} (started ${u.op.startedAt})`,
-        fix: `Finish it first by re-running \`mmlite ${u.op.command}${u.key.includes(':') ? ' ' + u.key.split(':')[1] : ''}\` from this directory.`,
-      })),
-    )
-  }
+  const blocking = otherOperationsProblems(unfinished, [key, addNodeKey(x), 'init'])
+  if (blocking.length) throw preflightError(blocking)
   const inConfig = cfg.nodes.some(n => n.name === x)
   if (!inConfig && (joinOp || pendingOp?.values.abandoned === true)) {
     return runRemoveAbandoned(cfg, x, opts, {journal, key, pendingOp, joinOp})

@@ -9,7 +9,7 @@ import {parseConnInfo} from '../../src/db/conninfo.js'
 import {REDACTED} from '../../src/db/redact.js'
 import {buildInitSteps, chooseSeed} from '../../src/steps/init.js'
 import {createSubscriptionSql, makeEdge} from '../../src/steps/mesh.js'
-import {capacityNeeds, pluginLibrariesFix, type NodeTables} from '../../src/steps/preflight.js'
+import {capacityNeeds, otherOperationsProblems, pluginLibrariesFix, type NodeTables} from '../../src/steps/preflight.js'
 import type {NodeFacts} from '../../src/cluster/capabilities.js'
 import type {Step} from '../../src/engine/types.js'
 
@@ -381,5 +381,20 @@ describe('plan: preflight helpers', () => {
     const f = {otherSlots: 2} as NodeFacts
     assert.deepEqual(capacityNeeds(3, f, 0), {maxReplicationSlots: 6, maxWalSenders: 4, maxLogicalReplicationWorkers: 4, maxWorkerProcesses: 6})
     assert.deepEqual(capacityNeeds(5, {otherSlots: 0} as NodeFacts, 1), {maxReplicationSlots: 7, maxWalSenders: 7, maxLogicalReplicationWorkers: 6, maxWorkerProcesses: 8})
+  })
+})
+
+describe('plan: one operation at a time', () => {
+  it('otherOperationsProblems names every unfinished operation but the allowed ones, with the command that finishes it', () => {
+    const u = [
+      {key: 'init', op: {command: 'init', startedAt: 't0'}},
+      {key: 'add-node:x', op: {command: 'add-node', startedAt: 't1'}},
+      {key: 'remove-node:y', op: {command: 'remove-node', startedAt: 't2'}},
+    ]
+    const p = otherOperationsProblems(u, ['init', 'remove-node:y'])
+    assert.equal(p.length, 1)
+    assert.match(p[0].message, /another mmlite operation is unfinished: add-node:x \(started t1\)/)
+    assert.match(p[0].fix!, /`mmlite add-node x`/)
+    assert.deepEqual(otherOperationsProblems(u, ['init', 'add-node:x', 'remove-node:y']), [])
   })
 })
