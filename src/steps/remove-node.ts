@@ -262,6 +262,11 @@ export async function runRemoveNode(cfg: Config, x: string, opts: RemoveNodeOpti
     }
     const r = result(true, reports)
     await journal.finish()
+    // X was in mmlite.yaml while its add-node was still unfinished: that join is over too
+    if (joinOp) {
+      await journal.begin(addNodeKey(x), joinOp.command)
+      await journal.finish('abandoned')
+    }
     return r
   } finally {
     await lock?.release()
