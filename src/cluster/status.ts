@@ -478,7 +478,12 @@ export function classifyLink(i: LinkInput): LinkStatus {
     if (!slot) critical.push(`slot missing on ${from.name}`)
     else {
       if (!slot.active) critical.push('slot inactive')
-      if (slot.wal_status === 'lost') critical.push('slot lost (required WAL was removed): the link must be rebuilt')
+      if (slot.wal_status === 'lost')
+        critical.push(
+          `slot lost: ${from.name} removed WAL that ${to.name} had not received (max_slot_wal_keep_size), so ${to.name} can never catch up on this link; ` +
+            `the way back: \`mmlite remove-node ${to.name}\` (it first delivers what ${to.name} committed; \`mmlite remove-node ${to.name} --force\` if ${to.name} cannot be reached, then run on ${to.name} the SQL it prints), ` +
+            `then empty ${to.name}'s replicated tables (no slot of the cluster is left there to send that on) and \`mmlite add-node ${to.name} --dsn ...\`: its data is copied afresh`,
+        )
       else if (slot.wal_status === 'unreserved') warning.push('slot wal_status unreserved (WAL about to be removed)')
       if (slot.lag_bytes !== null && slot.lag_bytes > th.lagWarningBytes)
         warning.push(`lag ${formatBytes(slot.lag_bytes)} > ${formatBytes(th.lagWarningBytes)}`)

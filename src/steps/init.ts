@@ -28,9 +28,11 @@ import {Journal} from '../engine/journal.js'
 import {ClusterLock} from '../engine/lock.js'
 import {runSteps, planSteps, type RenderMode} from '../engine/runner.js'
 import type {StepReport} from '../engine/types.js'
-import {preflight, preflightError} from './preflight.js'
+import {otherOperationsProblems, preflight, preflightError} from './preflight.js'
 import {pollUntil} from '../util/poll.js'
 import type {PreflightResult, Problem} from './preflight.js'
+import {edgeName} from '../cluster/naming.js'
+import {dataBeforeSlotsError, guardedSlotsAction} from './init/guarded-slots.js'
 
 export const TABLESYNC_ORIGIN_MIN = 140000
 
@@ -44,38 +46,103 @@ export interface InitPlanInput {
 export function chooseSeed(
   cfg: Config,
   pf: Pick<PreflightResult, 'tables' | 'subscribed'>,
-  opts: {seed?: string; journalSeed?: string; noCopy: boolean},
-): {seed?: string; problems: Problem[]} {
+  opts: {
+    seed?: string
+    journalSeed?: string
+    /** the unfinished init recorded --no-copy */
+    journalNoCopy?: boolean
+    noCopy: boolean
+    /** per node: this cluster's slots on it (outbound links) */
+    slots?: Map<string, Set<string>>
+  },
+): {seed?: string; noCopy: boolean; problems: Problem[]} {
   const problems: Problem[] = []
   if (opts.seed && !cfg.nodes.some(n => n.name === opts.seed)) {
     problems.push({check: 'seed', message: `--seed ${opts.seed} is not a node of the configuration`, fix: `Use one of: ${cfg.nodes.map(n => n.name).join(', ')}`})
-    return {problems}
+    return {noCopy: opts.noCopy, problems}
   }
-  if (opts.noCopy) return {problems}
+  // an unfinished init decided how the data moves: its decision stands
+  if (opts.journalSeed && opts.noCopy) {
+    problems.push({
+      check: 'seed',
+      message: `an unfinished init is copying from ${opts.journalSeed}; --no-copy disagrees`,
+      fix: `Re-run without --no-copy to finish it (it copies from ${opts.journalSeed} as it started to).`,
+    })
+    return {noCopy: false, problems}
+  }
+  if (opts.journalNoCopy) {
+    if (opts.seed) {
+      problems.push({check: 'seed', message: `an unfinished init runs with --no-copy; --seed ${opts.seed} disagrees`, fix: 'Re-run with --no-copy (and without --seed) to finish it.'})
+    }
+    return {noCopy: true, problems}
+  }
+  if (opts.noCopy) return {noCopy: true, problems}
   if (opts.journalSeed && opts.seed && opts.journalSeed !== opts.seed) {
     problems.push({
       check: 'seed',
       message: `an unfinished init is copying from ${opts.journalSeed}; --seed ${opts.seed} disagrees`,
       fix: `Re-run without --seed (or with --seed ${opts.journalSeed}) to finish it.`,
     })
-    return {problems}
+    return {noCopy: false, problems}
   }
-  // Nodes that already hold a subscription of this cluster got their data from it.
-  const withData = cfg.nodes
-    .map(n => n.name)
-    .filter(n => !pf.subscribed.has(n) && (pf.tables.get(n)?.hasData ?? []).some(Boolean))
-  const seed = opts.journalSeed ?? opts.seed ?? (withData.length === 1 ? withData[0] : withData.length === 0 ? cfg.nodes[0].name : undefined)
+  const names = cfg.nodes.map(n => n.name)
+  const outbound = (n: string) => names.filter(p => p !== n).map(p => edgeName(cfg.cluster, n, p))
+  const slotsOn = (n: string) => outbound(n).filter(s => opts.slots?.get(n)?.has(s))
+  // Nodes that already hold a subscription of this cluster got their data from it. On a
+  // resumed init, a node whose outbound slots all exist was proven empty when they were created
+  // (guarded-slots.ts): what it holds now was written since and is streamed to every peer.
+  const withData = names.filter(n => !pf.subscribed.has(n) && (pf.tables.get(n)?.hasData ?? []).some(Boolean))
+  const resumed = opts.journalSeed !== undefined
+  const seed = opts.journalSeed ?? opts.seed ?? (withData.length === 1 ? withData[0] : withData.length === 0 ? names[0] : undefined)
+  const tablesWithData = (n: string) => cfg.tables.filter((_, i) => pf.tables.get(n)?.hasData[i]).map(t => t.display).join(', ')
+  if (resumed) {
+    for (const n of withData.filter(n => n !== seed && slotsOn(n).length < outbound(n).length)) {
+      const err = dataBeforeSlotsError(n, seed!, slotsOn(n))
+      problems.push({node: n, check: 'data', message: `${tablesWithData(n)}: ${err.message}`, fix: err.suggestions.join(' ')})
+    }
+    return {seed, noCopy: false, problems}
+  }
   const others = withData.filter(n => n !== seed)
   if (!seed || others.length) {
-    const tablesWithData = (n: string) =>
-      cfg.tables.filter((_, i) => pf.tables.get(n)?.hasData[i]).map(t => t.display).join(', ')
+    // never advise an action that replicates: a node with a slot of this cluster would send a TRUNCATE on
+    const captured = withData.filter(n => slotsOn(n).length > 0)
     problems.push({
       check: 'data',
       message: `replicated tables hold data on more than one node (${withData.map(n => `${n}: ${tablesWithData(n)}`).join('; ')}); init copies from one seed node into empty tables`,
-      fix: `Empty the tables on all nodes but one (then --seed <that node>), or, if the nodes are already identical (restored from one backup), pass --no-copy.`,
+      fix: captured.length
+        ? `${captured.map(n => `${n} has slots of this cluster (${slotsOn(n).join(', ')})`).join('; ')}: whatever is deleted there would be sent to the other nodes, so do not empty tables while they exist. No unfinished init is recorded in this directory: re-run from the directory of the init that created them, or, if nothing subscribes to them, drop them (pg_drop_replication_slot) first. Then choose the node whose data the cluster keeps (--seed), or pass --no-copy if the nodes are identical.`
+        : `Choose the node whose data the cluster keeps (--seed <node>) and empty the replicated tables on the others (no slot of this cluster exists there yet, so that stays local), or, if the nodes are already identical (restored from one backup), pass --no-copy.`,
     })
   }
-  return {seed, problems}
+  return {seed, noCopy: false, problems}
+}
+
+/** This cluster's slots on each reachable node. */
+export async function clusterSlots(cluster: Cluster, cfg: Config): Promise<Map<string, Set<string>>> {
+  const names = cfg.nodes.map(n => n.name)
+  const all = names.flatMap(a => names.filter(b => b !== a).map(b => edgeName(cfg.cluster, a, b)))
+  const r = await cluster.each(c => c.query<{n: string}>('SELECT slot_name::pg_catalog.text AS n FROM pg_catalog.pg_replication_slots WHERE slot_name::pg_catalog.text = ANY($1::pg_catalog.text[])', [all]))
+  const out = new Map<string, Set<string>>()
+  for (const [n, v] of r) if (v.ok) out.set(n, new Set(v.value.map(x => x.n)))
+  return out
+}
+
+/** Nodes of the configuration that are the same database (same server instance and database). */
+export async function sameDatabases(cluster: Cluster, cfg: Config): Promise<Problem[]> {
+  const q = `SELECT (SELECT system_identifier::pg_catalog.text FROM pg_catalog.pg_control_system()) || '/' || pg_catalog.pg_postmaster_start_time()::pg_catalog.text || '/' || pg_catalog.current_database()::pg_catalog.text AS id`
+  const ids = await cluster.each(c => c.one<{id: string}>(q))
+  const byId = new Map<string, string[]>()
+  for (const [n, r] of ids) if (r.ok && r.value) byId.set(r.value.id, [...(byId.get(r.value.id) ?? []), n])
+  const order = cfg.nodes.map(n => n.name)
+  return [...byId.values()]
+    .filter(ns => ns.length > 1)
+    .map(ns => ns.sort((a, b) => order.indexOf(a) - order.indexOf(b)))
+    .map(ns => ({
+      node: ns[1],
+      check: 'identity',
+      message: `nodes ${ns.join(' and ')} are the same database (same server and database name)`,
+      fix: 'Point each node\'s dsn at its own server (or its own database).',
+    }))
 }
 
 export function buildInitSteps(cfg: Config, versions: Map<string, number>, input: InitPlanInput): Step[] {
@@ -87,12 +154,22 @@ export function buildInitSteps(cfg: Config, versions: Map<string, number>, input
   const seedEdges = seed ? edges.filter(e => e.from === seed) : []
   const lateSlot = (e: Edge) => Boolean(seed) && e.from !== seed && v(e.from) < TABLESYNC_ORIGIN_MIN
   const earlySlots = edges.filter(e => !lateSlot(e))
+  // copy mode: a non-seed node's outbound slots are made under a lock of its (empty) tables
+  const guarded = (e: Edge) => Boolean(seed) && e.from !== seed
+  const guardedNodes = names.filter(n => earlySlots.some(e => e.from === n && guarded(e)))
   const lateSlots = edges.filter(lateSlot)
   const restEdges = edges.filter(e => !seedEdges.includes(e))
 
   const steps: Step[] = [
     {id: 'publications', title: 'Create publications on every node', actions: names.map(n => publicationAction(cfg, n))},
-    {id: 'slots', title: 'Create replication slots for every directed link', actions: earlySlots.map(slotAction)},
+    {
+      id: 'slots',
+      title: 'Create replication slots for every directed link',
+      actions: [
+        ...earlySlots.filter(e => !guarded(e)).map(slotAction),
+        ...guardedNodes.map(n => guardedSlotsAction(cfg, n, seed!, earlySlots.filter(e => e.from === n))),
+      ],
+    },
   ]
   if (seed) {
     steps.push(
@@ -166,6 +243,12 @@ export async function runInit(cfg: Config, opts: InitOptions): Promise<InitResul
       throw new MmliteError(`a mesh needs at least two nodes; ${cfg.file} lists ${cfg.nodes.length}`, {code: ExitCode.Config})
     }
     const journal = Journal.open(cfg.file, cfg.cluster)
+    // like add-node: one operation at a time; an unfinished other one must be finished first
+    const others = otherOperationsProblems(journal.unfinished(), ['init'])
+    if (others.length) throw preflightError(others)
+    // two entries reaching one database: refused before the lock (it would refuse us to ourselves)
+    const identity = await sameDatabases(cluster, cfg)
+    if (identity.length) throw preflightError(identity)
     if (!opts.dryRun) lock = await ClusterLock.acquire(cluster, 'init', cluster.names, {skipUnreachable: true})
 
     let pf = await preflight(cfg, cluster)
@@ -189,11 +272,14 @@ export async function runInit(cfg: Config, opts: InitOptions): Promise<InitResul
     }
     const resuming = journal.unfinished().find(u => u.key === 'init')
     const journalSeed = resuming?.op.values.seed as string | undefined
-    const seedChoice = chooseSeed(cfg, pf, {seed: opts.seed, journalSeed, noCopy: opts.noCopy})
+    const journalNoCopy = resuming?.op.values.noCopy === true
+    const slots = await clusterSlots(cluster, cfg)
+    const seedChoice = chooseSeed(cfg, pf, {seed: opts.seed, journalSeed, journalNoCopy, noCopy: opts.noCopy, slots})
+    const noCopy = seedChoice.noCopy
     const problems = [...pf.problems, ...seedChoice.problems]
     if (problems.length) throw preflightError(problems)
 
-    const steps = buildInitSteps(cfg, pf.versions, {seed: seedChoice.seed, noCopy: opts.noCopy, timeoutMs: opts.timeoutMs})
+    const steps = buildInitSteps(cfg, pf.versions, {seed: seedChoice.seed, noCopy, timeoutMs: opts.timeoutMs})
     const base = {cfg, cluster, journal}
     const plan = await planSteps(steps, base)
     const edges = initEdges(cfg, pf.versions)
@@ -202,7 +288,7 @@ export async function runInit(cfg: Config, opts: InitOptions): Promise<InitResul
       dryRun: opts.dryRun,
       changed: false,
       seed: seedChoice.seed ?? null,
-      copy: !opts.noCopy,
+      copy: !noCopy,
       nodes: cfg.nodes.map(n => ({name: n.name, version: pf.facts.get(n.name)!.version, versionNum: pf.versions.get(n.name)!})),
       links: edges.map(e => ({from: e.from, to: e.to, mechanism: e.mechanism, plugin: e.plugin, slot: e.name, subscription: e.name})),
       steps: plan,
@@ -216,6 +302,7 @@ export async function runInit(cfg: Config, opts: InitOptions): Promise<InitResul
     await opts.confirm(plan)
     await journal.begin('init', 'init')
     if (seedChoice.seed) await journal.set('seed', seedChoice.seed)
+    else await journal.set('noCopy', true)
     result.steps = await runSteps(steps, base, {dryRun: false, mode: opts.mode, write: opts.write})
     result.changed = true
     await journal.finish()

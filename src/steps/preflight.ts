@@ -273,6 +273,20 @@ async function probePlugin(cluster: Cluster, node: string): Promise<string | und
   }
 }
 
+/**
+ * One operation at a time (as add-node does): a problem for every unfinished journal operation
+ * other than `allowed` (keys), naming the command that finishes it.
+ */
+export function otherOperationsProblems(unfinished: Array<{key: string; op: {command: string; startedAt: string}}>, allowed: string[]): Problem[] {
+  return unfinished
+    .filter(u => !allowed.includes(u.key))
+    .map(u => ({
+      check: 'journal',
+      message: `another mmlite operation is unfinished: ${u.key} (started ${u.op.startedAt})`,
+      fix: `Finish it first by re-running \`mmlite ${u.op.command}${u.key.includes(':') ? ' ' + u.key.split(':')[1] : ''}\` from this directory.`,
+    }))
+}
+
 export function preflightError(problems: Problem[], what = 'preflight'): MmliteError {
   const details = problems.map(p => `${p.node ? `[${p.node}] ` : ''}${p.check}: ${p.message}${p.fix ? `\n      fix: ${p.fix}` : ''}`)
   return new MmliteError(`${what} found ${problems.length} problem${problems.length === 1 ? '' : 's'}; nothing was changed`, {

@@ -24,9 +24,7 @@
  * (operation key `remove-node:<X>` in the journal). Once X has left mmlite.yaml, a re-run
  * still finds the unfinished operation and completes it without X's connection details.
  */
-import path from 'node:path'
 import type {Config, NodeConfig} from '../config/config.js'
-import {editConfigNodes, loadConfig} from '../config/config.js'
 import {Cluster} from '../cluster/cluster.js'
 import {edgeName, publicationName} from '../cluster/naming.js'
 import {escapeIdentifier as qi} from '../db/quote.js'
@@ -34,36 +32,17 @@ import {parseLsn} from '../db/lsn.js'
 import {Journal, type Operation} from '../engine/journal.js'
 import {ClusterLock} from '../engine/lock.js'
 import {planSteps, runSteps, type RenderMode} from '../engine/runner.js'
-import type {Action, Step, StepContext, StepReport} from '../engine/types.js'
+import type {StepReport} from '../engine/types.js'
 import {MmliteError, ExitCode} from '../errors.js'
-import {didYouMean, formatBytes} from '../util/text.js'
-import {sleep} from '../util/poll.js'
-import {
-  detachSubscriptionSql,
-  disableSubscriptionSql,
-  dropPublicationAction,
-  dropPublicationSql,
-  dropSlotAction,
-  dropSlotSql,
-  dropSubscriptionDetachedAction,
-  dropSubscriptionSql,
-  subscriptionExists,
-} from './mesh.js'
+import {didYouMean} from '../util/text.js'
+import {detachSubscriptionSql, disableSubscriptionSql, dropPublicationSql, dropSlotSql, dropSubscriptionSql} from './mesh.js'
+import {journalRecorder, operationKey, WAIT_TIMEOUT_MS, type RemoveValues} from './remove-node/context.js'
+import {DrainTimeoutError} from './remove-node/drain.js'
+import {buildRemoveNodeSteps} from './remove-node/procedure.js'
+import {buildAbandonedJoinSteps, type JoinValues} from './remove-node/abandoned-join.js'
+import {otherOperationsProblems, preflightError} from './preflight.js'
 
-export const STEP = {
-  drain: 'drain',
-  peerSubscriptions: 'peer-subscriptions',
-  ownSubscriptions: 'own-subscriptions',
-  peerSlots: 'peer-slots',
-  ownSlots: 'own-slots',
-  ownPublication: 'own-publication',
-  config: 'config',
-} as const
-
-/** waits other than the drain (workers stopping, walsenders releasing slots) */
-export const WAIT_TIMEOUT_MS = 60_000
-
-export const operationKey = (x: string) => `remove-node:${x}`
+const addNodeKey = (x: string) => `add-node:${x}`
 
 // ---------------------------------------------------------------- pure helpers
 
@@ -143,186 +122,11 @@ export function leftoverSqlOnRemoved(cfg: Config, x: string, peers: string[]): s
   ]
 }
 
-// ---------------------------------------------------------------- steps
+// ---------------------------------------------------------------- steps (src/steps/remove-node/)
 
-export interface RemovePlanInput {
-  /** the node to remove */
-  x: string
-  /** every other node of the configuration */
-  peers: string[]
-  /** do not contact X: no drain, X's own objects are left alone */
-  force: boolean
-  drainTimeoutMs: number
-  waitTimeoutMs?: number
-  /** how long a walsender / worker may linger before it is terminated (default: the actions' own) */
-  graceMs?: number
-  /** config file to edit; default cfg.file */
-  configFile?: string
-}
-
-/** Values of the operation (from the journal when the run resumes). */
-export interface RemoveValues {
-  drainLsn?: string
-  /** peer → remote_lsn of its subscription from X, read before it was dropped */
-  originProgress?: Record<string, string>
-  /** peer → WAL its slot for X retained when it was dropped (null: no restart_lsn) */
-  retainedBytes?: Record<string, number | null>
-  force?: boolean
-}
-
-/**
- * Journal writes of concurrent actions, one after another: each write rewrites the whole
- * file atomically, and a per-peer entry is merged into its map at the moment it is written.
- */
-function journalRecorder() {
-  let chain: Promise<unknown> = Promise.resolve()
-  const enqueue = (fn: (ctx: StepContext) => Promise<void>, ctx: StepContext): Promise<void> => {
-    const p = chain.then(() => fn(ctx))
-    chain = p.catch(() => {})
-    return p
-  }
-  return {
-    set: (ctx: StepContext, key: keyof RemoveValues, value: unknown) => enqueue(c => c.journal.set(key, value), ctx),
-    setFor: (ctx: StepContext, key: keyof RemoveValues, peer: string, value: unknown) =>
-      enqueue(c => c.journal.set(key, {...(c.journal.get<Record<string, unknown>>(key) ?? {}), [peer]: value}), ctx),
-  }
-}
-
-export class DrainTimeoutError extends MmliteError {}
-
-const DRAIN_SQL = `SELECT slot_name, active, confirmed_flush_lsn::text AS confirmed,
-       pg_wal_lsn_diff($1::pg_lsn, confirmed_flush_lsn)::bigint::text AS behind
-  FROM pg_replication_slots WHERE slot_name = ANY($2::text[])`
-
-/**
- * Wait until every peer that still subscribes to X has confirmed X's current WAL position.
- * Done (nothing to wait for) once no peer subscribes to X any more: then the subscriptions
- * from X are already being dropped and there is nothing left to deliver.
- */
-function drainAction(cfg: Config, input: RemovePlanInput, rec: ReturnType<typeof journalRecorder>): Action {
-  const {x, peers} = input
-  const slotOf = (p: string) => edgeName(cfg.cluster, x, p)
-  const pendingPeers = async (ctx: StepContext) => {
-    const subscribed = await Promise.all(peers.map(p => subscriptionExists(ctx, p, slotOf(p))))
-    return peers.filter((_, i) => subscribed[i])
-  }
-  return {
-    node: x,
-    label: `wait until ${peers.join(', ')} received everything ${x} committed`,
-    sql: [],
-    check: async ctx => (await pendingPeers(ctx)).length === 0,
-    run: async ctx => {
-      const pending = await pendingPeers(ctx)
-      if (!pending.length) return
-      const c = ctx.cluster.node(x)
-      const target = (await c.one<{lsn: string}>('SELECT pg_current_wal_lsn()::text AS lsn'))!.lsn
-      await rec.set(ctx, 'drainLsn', target)
-      const deadline = Date.now() + input.drainTimeoutMs
-      let interval = 50
-      for (;;) {
-        const rows = await c.query<{slot_name: string; active: boolean; confirmed: string | null; behind: string | null}>(DRAIN_SQL, [
-          target,
-          pending.map(slotOf),
-        ])
-        const lagging: string[] = []
-        for (const p of pending) {
-          const r = rows.find(s => s.slot_name === slotOf(p))
-          if (!r) {
-            throw new DrainTimeoutError(`cannot drain ${x}: its slot ${slotOf(p)} for ${p} is missing, so ${p} cannot receive what ${x} committed; nothing was removed in this run`, {
-              code: ExitCode.Failed,
-              suggestions: [`Check the link ${x}→${p} with \`mmlite status\`. To remove ${x} anyway (${p} may lack some of ${x}'s changes), re-run with --force.`],
-            })
-          }
-          if (r.confirmed === null || Number(r.behind) > 0) {
-            lagging.push(
-              `${p}: ${r.confirmed === null ? 'nothing confirmed yet' : `${formatBytes(Number(r.behind))} behind (confirmed ${r.confirmed})`}, slot ${slotOf(p)} ${r.active ? 'active' : 'INACTIVE (no walsender: is the subscription on ' + p + ' enabled and its worker running?)'}`,
-            )
-          }
-        }
-        if (!lagging.length) return
-        ctx.progress(`draining ${x} up to ${target}: ${lagging.join('; ')}`)
-        if (Date.now() >= deadline) {
-          throw new DrainTimeoutError(
-            `${x}'s changes did not reach every peer within ${Math.round(input.drainTimeoutMs / 100) / 10} s (target ${target}); nothing was removed in this run`,
-            {
-              code: ExitCode.Timeout,
-              details: lagging,
-              suggestions: [
-                `Check the links from ${x} with \`mmlite status\`, then re-run (perhaps with a longer --drain-timeout).`,
-                `To remove ${x} without waiting (the lagging peers then lack some of ${x}'s changes), re-run with --force.`,
-              ],
-            },
-          )
-        }
-        await sleep(Math.min(interval, Math.max(0, deadline - Date.now())))
-        interval = Math.min(500, Math.ceil(interval * 1.5))
-      }
-    },
-  }
-}
-
-/** The file is local: the action's "node" is the file's name (it touches no server). */
-function configAction(file: string, x: string): Action {
-  const listed = () => loadConfig(file).nodes.some(n => n.name === x)
-  return {
-    node: path.basename(file),
-    label: `remove ${x} from ${file}`,
-    sql: [],
-    check: async () => !listed(),
-    run: async () => {
-      if (listed()) await editConfigNodes(file, {remove: x})
-    },
-  }
-}
-
-export function buildRemoveNodeSteps(cfg: Config, input: RemovePlanInput): Step[] {
-  const {x, peers, force} = input
-  const wait = input.waitTimeoutMs ?? WAIT_TIMEOUT_MS
-  const graceMs = input.graceMs
-  const rec = journalRecorder()
-  const edge = (from: string, to: string) => edgeName(cfg.cluster, from, to)
-  const steps: Step[] = []
-  if (!force) steps.push({id: STEP.drain, title: `Wait until every peer has received everything ${x} committed`, actions: [drainAction(cfg, input, rec)]})
-  steps.push({
-    id: STEP.peerSubscriptions,
-    title: `Drop the peers' subscriptions from ${x} (without contacting ${x})`,
-    actions: peers.map(p =>
-      dropSubscriptionDetachedAction(p, edge(x, p), {
-        timeoutMs: wait,
-        graceMs,
-        label: `drop subscription ${edge(x, p)} from ${x} (origin progress recorded first)`,
-        beforeDrop: (ctx, lsn) => rec.setFor(ctx, 'originProgress', p, lsn),
-      }),
-    ),
-  })
-  if (!force) {
-    steps.push({
-      id: STEP.ownSubscriptions,
-      title: `Drop ${x}'s subscriptions from the peers`,
-      actions: peers.map(p => dropSubscriptionDetachedAction(x, edge(p, x), {timeoutMs: wait, graceMs})),
-    })
-  }
-  steps.push({
-    id: STEP.peerSlots,
-    title: `Drop the peers' slots for ${x}`,
-    actions: peers.map(p =>
-      dropSlotAction(p, edge(p, x), {
-        timeoutMs: wait,
-        graceMs,
-        label: `drop slot ${edge(p, x)} for ${x} (retained WAL recorded first)`,
-        beforeDrop: (ctx, bytes) => rec.setFor(ctx, 'retainedBytes', p, bytes),
-      }),
-    ),
-  })
-  if (!force) {
-    steps.push(
-      {id: STEP.ownSlots, title: `Drop ${x}'s slots for the peers`, actions: peers.map(p => dropSlotAction(x, edge(x, p), {timeoutMs: wait, graceMs}))},
-      {id: STEP.ownPublication, title: `Drop ${x}'s publication`, actions: [dropPublicationAction(cfg, x)]},
-    )
-  }
-  steps.push({id: STEP.config, title: `Remove ${x} from mmlite.yaml`, actions: [configAction(input.configFile ?? cfg.file, x)]})
-  return steps
-}
+export {STEP, WAIT_TIMEOUT_MS, operationKey, type RemovePlanInput, type RemoveValues} from './remove-node/context.js'
+export {DrainTimeoutError} from './remove-node/drain.js'
+export {buildRemoveNodeSteps} from './remove-node/procedure.js'
 
 // ---------------------------------------------------------------- the whole procedure
 
@@ -374,7 +178,20 @@ export interface RemoveNodeResult {
 export async function runRemoveNode(cfg: Config, x: string, opts: RemoveNodeOptions): Promise<RemoveNodeResult> {
   const journal = Journal.open(cfg.file, cfg.cluster)
   const key = operationKey(x)
-  const pendingOp = journal.unfinished().find(u => u.key === key)?.op
+  const unfinished = journal.unfinished()
+  const pendingOp = unfinished.find(u => u.key === key)?.op
+  const joinOp = unfinished.find(u => u.key === addNodeKey(x))?.op
+  // like add-node: one operation at a time (an unfinished init may be left: removing a dead
+  // node can be what lets it finish; the unfinished join of X is what this run removes)
+  const blocking = otherOperationsProblems(unfinished, [key, addNodeKey(x), 'init'])
+  if (blocking.length) throw preflightError(blocking)
+  const inConfig = cfg.nodes.some(n => n.name === x)
+  if (!inConfig && (joinOp || pendingOp?.values.abandoned === true)) {
+    return runRemoveAbandoned(cfg, x, opts, {journal, key, pendingOp, joinOp})
+  }
+  if (!inConfig && !pendingOp && (await joinLeftovers(cfg, x, opts.connectTimeoutMs)).length) {
+    return runRemoveAbandoned(cfg, x, opts, {journal, key, pendingOp, joinOp})
+  }
   const mode = checkRemoval(cfg, x, pendingOp)
   const finishing = mode.kind === 'finish'
   // once X has left mmlite.yaml (an interrupted run), only the peers and the file are left to check
@@ -445,6 +262,88 @@ export async function runRemoveNode(cfg: Config, x: string, opts: RemoveNodeOpti
     }
     const r = result(true, reports)
     await journal.finish()
+    // X was in mmlite.yaml while its add-node was still unfinished: that join is over too
+    if (joinOp) {
+      await journal.begin(addNodeKey(x), joinOp.command)
+      await journal.finish('abandoned')
+    }
+    return r
+  } finally {
+    await lock?.release()
+    await cluster.close()
+  }
+}
+
+/** Objects named for the links of X (not a member) on the members: slots for X, subscriptions from X. */
+async function joinLeftovers(cfg: Config, x: string, connectTimeoutMs: number): Promise<string[]> {
+  if (!cfg.nodes.length) return []
+  const cluster = new Cluster(cfg, {connectTimeoutMs})
+  try {
+    const found = await cluster.each(async c => {
+      const slots = await c.query<{n: string}>('SELECT slot_name::pg_catalog.text AS n FROM pg_catalog.pg_replication_slots WHERE slot_name = $1::pg_catalog.name', [edgeName(cfg.cluster, c.name, x)])
+      const subs = await c.query<{n: string}>(
+        'SELECT subname::pg_catalog.text AS n FROM pg_catalog.pg_subscription WHERE subname = $1::pg_catalog.name AND subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())',
+        [edgeName(cfg.cluster, x, c.name)],
+      )
+      return [...slots, ...subs].map(r => `${c.name}: ${r.n}`)
+    })
+    return [...found.values()].flatMap(r => (r.ok ? r.value : []))
+  } finally {
+    await cluster.close()
+  }
+}
+
+/** remove-node of a node whose join never finished (see remove-node/abandoned-join.ts). */
+async function runRemoveAbandoned(
+  cfg: Config,
+  x: string,
+  opts: RemoveNodeOptions,
+  j: {journal: Journal; key: string; pendingOp?: Operation; joinOp?: Operation},
+): Promise<RemoveNodeResult> {
+  const {journal, key} = j
+  const peers = cfg.nodes.map(n => n.name)
+  const stub: NodeConfig = {name: x, dsn: '', conn: new Map(), peerConn: new Map()}
+  const full: Config = {...cfg, nodes: [...cfg.nodes, stub]}
+  const cluster = new Cluster(full, {connectTimeoutMs: opts.connectTimeoutMs})
+  let lock: ClusterLock | undefined
+  try {
+    if (!opts.dryRun) lock = await ClusterLock.acquire(cluster, 'remove-node', peers)
+    const rec = journalRecorder()
+    const steps = buildAbandonedJoinSteps(full, {
+      x,
+      peers,
+      join: (j.joinOp?.values ?? {}) as JoinValues,
+      waitTimeoutMs: WAIT_TIMEOUT_MS,
+      recordProgress: (ctx, p, lsn) => rec.setFor(ctx, 'originProgress', p, lsn),
+    })
+    const base = {cfg: full, cluster, journal}
+    const plan = await planSteps(steps, base)
+    const values = (): RemoveValues => {
+      const get = <T>(k: keyof RemoveValues) => journal.get<T>(k) ?? (j.pendingOp?.values[k] as T | undefined)
+      return {originProgress: get('originProgress')}
+    }
+    const result = (changed: boolean, reports: StepReport[]): RemoveNodeResult => {
+      const r = buildResult(full, x, peers, {force: true, dryRun: opts.dryRun, changed, resumed: Boolean(j.pendingOp), finishing: false, steps: reports, values: values()})
+      r.notes = [
+        `${x} never finished joining (${j.joinOp ? `unfinished add-node:${x} in the journal` : 'objects named for its links were found'}): it was not contacted; what it holds must not be used as a member.`,
+        ...r.notes.filter(n => !n.startsWith('--force')),
+      ]
+      return r
+    }
+    if (opts.dryRun) return result(false, plan)
+    const pending = plan.filter(s => s.status === 'planned')
+    if (pending.length) await opts.confirm(plan, {force: true, finishing: false})
+    await journal.begin(key, 'remove-node')
+    await journal.set('abandoned', true)
+    await journal.set('force', true)
+    const reports = pending.length ? await runSteps(steps, base, {dryRun: false, mode: opts.mode, write: opts.write}) : plan
+    const r = result(pending.length > 0, reports)
+    await journal.finish()
+    // the join is over: later add-node runs are no longer blocked by it
+    if (j.joinOp) {
+      await journal.begin(addNodeKey(x), j.joinOp.command)
+      await journal.finish('abandoned')
+    }
     return r
   } finally {
     await lock?.release()

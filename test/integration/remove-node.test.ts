@@ -133,7 +133,7 @@ describe('remove-node: a live node of a 3-node PostgreSQL 18 mesh', function () 
     const plan = h.parseJson<RemoveNodeResult>(r)
     assert.equal(plan.dryRun, true)
     assert.deepEqual(plan.steps.map(s => s.id), LIVE_STEPS)
-    assert.ok(plan.steps.every(s => s.status === 'planned'))
+    assert.ok(plan.steps.length > 0 && plan.steps.every(s => s.status === 'planned'))
     const sqlOf = (id: string) => plan.steps.find(s => s.id === id)!.sql
     assert.deepEqual(sqlOf('peer-subscriptions'), [
       {node: 'node2', sql: 'ALTER SUBSCRIPTION "shop_node1_node2" DISABLE'},
@@ -159,6 +159,7 @@ describe('remove-node: a live node of a 3-node PostgreSQL 18 mesh', function () 
 
     const forced = h.parseJson<RemoveNodeResult>(await h.runCli(['remove-node', 'node1', '-c', cfg, '--dry-run', '--force', '--json']))
     assert.deepEqual(forced.steps.map(s => s.id), FORCE_STEPS)
+    assert.ok(forced.steps.flatMap(s => s.sql).length > 0, '--force plans SQL on the peers')
     assert.ok(forced.steps.flatMap(s => s.sql).every(s => s.node !== 'node1'), '--force plans nothing on node1')
     assert.ok(forced.steps.every(s => !s.nodes.includes('node1')), '--force plans nothing on node1')
 
@@ -276,8 +277,14 @@ describe('remove-node: a live node of a 3-node PostgreSQL 18 mesh', function () 
       cfg = await rebuild(servers, dir, 1)
       round++
       const base = 100_000_000 * round
-      const expected = (await h.tableDigest(servers[1], 'public.users')).count + 30
-      const written = await h.writeOnEveryNode(servers, 10, base)
+      const before = (await h.tableDigest(servers[1], 'public.users')).count
+      // the hard load on every node (several writers, INSERT/UPDATE/DELETE over both tables),
+      // stopped before the removal as the README asks
+      const load = new WriteLoad().start(servers.map((s, i) => ({label: `k${round}n${i + 1}`, server: s, index: 100 + round * 3 + i})), {hard: true})
+      await h.waitFor(async () => load.report.commits >= 90, 'writes on every node')
+      const report = await load.stop()
+      const written = [...report.acked.values()].reduce((a, m) => a + m.size, 0)
+      const expected = before + written
       const killed = await h.runCli(['remove-node', 'node1', '-c', cfg, '--yes'], {env: {MMLITE_FAULT_KILL_AFTER: point}})
       assert.equal(killed.signal, 'SIGKILL', `expected the run to die at ${point}\n${killed.stdout}\n${killed.stderr}`)
       assert.ok(journalOps(dir)['remove-node:node1'], 'the killed run left its journal entry')
@@ -295,8 +302,10 @@ describe('remove-node: a live node of a 3-node PostgreSQL 18 mesh', function () 
       ]
       await assertGone(remaining, 'node1')
       assert.deepEqual(await h.meshObjects(servers[0]), {pubs: [], slots: [], subs: []})
-      // node1's writes arrived; the remaining two still replicate both ways
-      for (const s of [servers[1], servers[2]]) assert.equal(await countIds(s, written.get(0)!), 10, `node1's writes on ${s.name}`)
+      // every acknowledged write of every node, node1's included, with its last value, and the
+      // full content of both tables identical on the remaining nodes
+      await verifyLoad([servers[1], servers[2]], report, before)
+      // the remaining two still replicate both ways
       await h.writeOnEveryNode([servers[1], servers[2]], 5, base + 50_000_000)
       await h.waitConverged([servers[1], servers[2]], 'public.users', expected + 10)
       for (const s of servers) assert.equal(await h.applyErrors(s), 0)

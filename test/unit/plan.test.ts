@@ -9,7 +9,7 @@ import {parseConnInfo} from '../../src/db/conninfo.js'
 import {REDACTED} from '../../src/db/redact.js'
 import {buildInitSteps, chooseSeed} from '../../src/steps/init.js'
 import {createSubscriptionSql, makeEdge} from '../../src/steps/mesh.js'
-import {capacityNeeds, pluginLibrariesFix, type NodeTables} from '../../src/steps/preflight.js'
+import {capacityNeeds, otherOperationsProblems, pluginLibrariesFix, type NodeTables} from '../../src/steps/preflight.js'
 import type {NodeFacts} from '../../src/cluster/capabilities.js'
 import type {Step} from '../../src/engine/types.js'
 
@@ -51,6 +51,8 @@ const step = (steps: Step[], id: string) => {
 }
 const labels = (s: Step) => s.actions.map(a => `${a.node}: ${a.label}`)
 const allSql = (s: Step) => s.actions.flatMap(a => a.sql)
+/** the slot creations of a step (a non-seed node's come inside its lock-and-check transaction) */
+const slotSql = (s: Step) => allSql(s).filter(q => q.includes('pg_create_logical_replication_slot'))
 
 /** decode a SQL string literal ('...' or E'...') as PostgreSQL would */
 function sqlLiteralValue(lit: string): string {
@@ -84,7 +86,7 @@ describe('plan: buildInitSteps (3 nodes, seed a)', () => {
 
   it('slots: all six edges; plugin mmlite for 15↔15 and 15↔18, pgoutput for 16↔18', () => {
     const s = step(buildInitSteps(config(), versions(150000, 160000, 180000), SEED_OPTS), 'slots')
-    assert.deepEqual(allSql(s), [
+    assert.deepEqual(slotSql(s), [
       "SELECT pg_create_logical_replication_slot('shop_a_b', 'mmlite')", // 15→16
       "SELECT pg_create_logical_replication_slot('shop_a_c', 'mmlite')", // 15→18
       "SELECT pg_create_logical_replication_slot('shop_b_a', 'mmlite')", // 16→15
@@ -92,17 +94,19 @@ describe('plan: buildInitSteps (3 nodes, seed a)', () => {
       "SELECT pg_create_logical_replication_slot('shop_c_a', 'mmlite')", // 18→15
       "SELECT pg_create_logical_replication_slot('shop_c_b', 'pgoutput')", // 18→16
     ])
-    // each slot is created on its publisher
+    // each slot is created on its publisher; a non-seed node's under a SHARE lock of its tables, checked empty
     assert.deepEqual(
       s.actions.map(a => a.node),
-      ['a', 'a', 'b', 'b', 'c', 'c'],
+      ['a', 'a', 'b', 'c'],
     )
+    assert.deepEqual(s.actions[2].sql.slice(0, 3), ['BEGIN', 'LOCK TABLE "public"."users", "sales"."Order Items" IN SHARE MODE', 'SELECT EXISTS (SELECT 1 FROM "public"."users") OR EXISTS (SELECT 1 FROM "sales"."Order Items") AS has'])
+    assert.equal(s.actions[2].sql.at(-1), 'COMMIT')
   })
 
   it('slots between two PostgreSQL 15 nodes use mmlite', () => {
     const s = step(buildInitSteps(config(), versions(150000, 150000, 150000), SEED_OPTS), 'slots')
-    for (const sql of allSql(s)) assert.match(sql, /, 'mmlite'\)$/)
-    assert.equal(s.actions.length, 6)
+    for (const sql of slotSql(s)) assert.match(sql, /, 'mmlite'\)$/)
+    assert.equal(slotSql(s).length, 6)
   })
 
   it('seed subscriptions: copy_data = true, exact SQL, password redacted in the plan', () => {
@@ -161,7 +165,7 @@ describe('plan: buildInitSteps (3 nodes, seed a)', () => {
     const subs = [...allSql(step(steps, 'seed-subscriptions')), ...allSql(step(steps, 'mesh-subscriptions'))]
     assert.equal(subs.length, 6)
     for (const sql of subs) assert.match(sql, /, origin = none, streaming = on\)$/)
-    for (const sql of allSql(step(steps, 'slots'))) assert.match(sql, /'pgoutput'\)$/)
+    for (const sql of slotSql(step(steps, 'slots'))) assert.match(sql, /'pgoutput'\)$/)
   })
 
   it('disable_on_error = true only when configured and the subscriber is 15+', () => {
@@ -238,16 +242,16 @@ describe('plan: PostgreSQL 13 nodes', () => {
     const steps = buildInitSteps(config(), versions(160000, 130000, 180000), SEED_OPTS)
     assert.deepEqual(ids(steps), ['publications', 'slots', 'seed-subscriptions', 'wait-initial-copy', 'late-slots', 'mesh-subscriptions', 'streaming', 'wait-streaming'])
     assert.deepEqual(labels(step(steps, 'late-slots')), ['b: slot shop_b_a (mmlite)', 'b: slot shop_b_c (mmlite)'])
-    assert.deepEqual(labels(step(steps, 'slots')), ['a: slot shop_a_b (mmlite)', 'a: slot shop_a_c (pgoutput)', 'c: slot shop_c_a (pgoutput)', 'c: slot shop_c_b (mmlite)'])
+    assert.deepEqual(labels(step(steps, 'slots')), ['a: slot shop_a_b (mmlite)', 'a: slot shop_a_c (pgoutput)', 'c: slots shop_c_a, shop_c_b (tables locked and checked empty)'])
     // every slot exists exactly once across both steps
-    const all = [...allSql(step(steps, 'slots')), ...allSql(step(steps, 'late-slots'))]
+    const all = [...slotSql(step(steps, 'slots')), ...slotSql(step(steps, 'late-slots'))]
     assert.equal(new Set(all).size, 6)
   })
 
   it('a PG 13 seed keeps its slots early (its copy is the source, not a destination)', () => {
     const steps = buildInitSteps(config(), versions(130000, 150000, 180000), SEED_OPTS)
     assert.ok(!ids(steps).includes('late-slots'))
-    assert.equal(step(steps, 'slots').actions.length, 6)
+    assert.equal(slotSql(step(steps, 'slots')).length, 6)
   })
 
   it('PG 14 non-seed nodes do not need late slots', () => {
@@ -266,11 +270,11 @@ describe('plan: chooseSeed', () => {
   }
 
   it('data on one node → that node', () => {
-    assert.deepEqual(chooseSeed(cfg, pf({b: [false, true]}), {noCopy: false}), {seed: 'b', problems: []})
+    assert.deepEqual(chooseSeed(cfg, pf({b: [false, true]}), {noCopy: false}), {seed: 'b', noCopy: false, problems: []})
   })
 
   it('no data anywhere → the first node', () => {
-    assert.deepEqual(chooseSeed(cfg, pf({}), {noCopy: false}), {seed: 'a', problems: []})
+    assert.deepEqual(chooseSeed(cfg, pf({}), {noCopy: false}), {seed: 'a', noCopy: false, problems: []})
   })
 
   it('data on two nodes → a problem naming them and suggesting --no-copy', () => {
@@ -284,18 +288,18 @@ describe('plan: chooseSeed', () => {
   })
 
   it('--seed on the node with data is fine; --seed elsewhere while another node has data is a problem', () => {
-    assert.deepEqual(chooseSeed(cfg, pf({b: [true, false]}), {seed: 'b', noCopy: false}), {seed: 'b', problems: []})
-    assert.deepEqual(chooseSeed(cfg, pf({}), {seed: 'c', noCopy: false}), {seed: 'c', problems: []})
+    assert.deepEqual(chooseSeed(cfg, pf({b: [true, false]}), {seed: 'b', noCopy: false}), {seed: 'b', noCopy: false, problems: []})
+    assert.deepEqual(chooseSeed(cfg, pf({}), {seed: 'c', noCopy: false}), {seed: 'c', noCopy: false, problems: []})
     const r = chooseSeed(cfg, pf({b: [true, false]}), {seed: 'c', noCopy: false})
     assert.equal(r.problems.length, 1)
     assert.equal(r.problems[0].check, 'data')
   })
 
   it('the journal seed wins over data detection and first-node default', () => {
-    assert.deepEqual(chooseSeed(cfg, pf({}), {journalSeed: 'c', noCopy: false}), {seed: 'c', problems: []})
+    assert.deepEqual(chooseSeed(cfg, pf({}), {journalSeed: 'c', noCopy: false}), {seed: 'c', noCopy: false, problems: []})
     // resuming: b already got c's data through its subscription
-    assert.deepEqual(chooseSeed(cfg, pf({b: [true, true], c: [true, true]}, ['b']), {journalSeed: 'c', noCopy: false}), {seed: 'c', problems: []})
-    assert.deepEqual(chooseSeed(cfg, pf({}), {journalSeed: 'c', seed: 'c', noCopy: false}), {seed: 'c', problems: []})
+    assert.deepEqual(chooseSeed(cfg, pf({b: [true, true], c: [true, true]}, ['b']), {journalSeed: 'c', noCopy: false}), {seed: 'c', noCopy: false, problems: []})
+    assert.deepEqual(chooseSeed(cfg, pf({}), {journalSeed: 'c', seed: 'c', noCopy: false}), {seed: 'c', noCopy: false, problems: []})
   })
 
   it('a --seed that disagrees with the journal is a problem', () => {
@@ -315,8 +319,35 @@ describe('plan: chooseSeed', () => {
   })
 
   it('nodes that already hold a subscription are ignored in data detection', () => {
-    assert.deepEqual(chooseSeed(cfg, pf({a: [true, true], b: [true, false]}, ['b']), {noCopy: false}), {seed: 'a', problems: []})
-    assert.deepEqual(chooseSeed(cfg, pf({a: [true, true], b: [true, true], c: [false, true]}, ['a', 'b']), {noCopy: false}), {seed: 'c', problems: []})
+    assert.deepEqual(chooseSeed(cfg, pf({a: [true, true], b: [true, false]}, ['b']), {noCopy: false}), {seed: 'a', noCopy: false, problems: []})
+    assert.deepEqual(chooseSeed(cfg, pf({a: [true, true], b: [true, true], c: [false, true]}, ['a', 'b']), {noCopy: false}), {seed: 'c', noCopy: false, problems: []})
+  })
+
+  it('resumed: data on a non-seed node whose outbound slots all exist was written during init (accepted)', () => {
+    const slots = new Map([['b', new Set(['shop_b_a', 'shop_b_c'])], ['c', new Set(['shop_c_a'])]])
+    assert.deepEqual(chooseSeed(cfg, pf({a: [true, true], b: [true, false]}), {journalSeed: 'a', noCopy: false, slots}), {seed: 'a', noCopy: false, problems: []})
+    // c has data but one of its slots is missing: refused, with advice that stays local (drop the partial slot first)
+    const r = chooseSeed(cfg, pf({a: [true, true], c: [true, false]}), {journalSeed: 'a', noCopy: false, slots})
+    assert.equal(r.problems.length, 1)
+    assert.equal(r.problems[0].node, 'c')
+    assert.match(r.problems[0].fix!, /pg_drop_replication_slot\('shop_c_a'\).*remove them from c/)
+    assert.doesNotMatch(r.problems[0].fix!, /empty the/i)
+  })
+
+  it('fresh run with data on two nodes, one with slots of the cluster: no advice to empty tables there', () => {
+    const slots = new Map([['c', new Set(['shop_c_a'])]])
+    const r = chooseSeed(cfg, pf({a: [true, false], c: [true, true]}), {noCopy: false, slots})
+    assert.equal(r.problems.length, 1)
+    assert.match(r.problems[0].fix!, /c has slots of this cluster \(shop_c_a\).*do not empty tables while they exist/)
+  })
+
+  it('the journal\'s mode wins: a recorded --no-copy stays no-copy; --no-copy against a recorded seed is refused', () => {
+    assert.deepEqual(chooseSeed(cfg, pf({a: [true, true], b: [true, true]}), {journalNoCopy: true, noCopy: false}), {noCopy: true, problems: []})
+    const r = chooseSeed(cfg, pf({}), {journalSeed: 'a', noCopy: true})
+    assert.equal(r.problems.length, 1)
+    assert.match(r.problems[0].message, /copying from a; --no-copy disagrees/)
+    const r2 = chooseSeed(cfg, pf({}), {journalNoCopy: true, seed: 'b', noCopy: false})
+    assert.match(r2.problems[0].message, /runs with --no-copy; --seed b disagrees/)
   })
 
   it('--no-copy: no seed and no data problem', () => {
@@ -350,5 +381,20 @@ describe('plan: preflight helpers', () => {
     const f = {otherSlots: 2} as NodeFacts
     assert.deepEqual(capacityNeeds(3, f, 0), {maxReplicationSlots: 6, maxWalSenders: 4, maxLogicalReplicationWorkers: 4, maxWorkerProcesses: 6})
     assert.deepEqual(capacityNeeds(5, {otherSlots: 0} as NodeFacts, 1), {maxReplicationSlots: 7, maxWalSenders: 7, maxLogicalReplicationWorkers: 6, maxWorkerProcesses: 8})
+  })
+})
+
+describe('plan: one operation at a time', () => {
+  it('otherOperationsProblems names every unfinished operation but the allowed ones, with the command that finishes it', () => {
+    const u = [
+      {key: 'init', op: {command: 'init', startedAt: 't0'}},
+      {key: 'add-node:x', op: {command: 'add-node', startedAt: 't1'}},
+      {key: 'remove-node:y', op: {command: 'remove-node', startedAt: 't2'}},
+    ]
+    const p = otherOperationsProblems(u, ['init', 'remove-node:y'])
+    assert.equal(p.length, 1)
+    assert.match(p[0].message, /another mmlite operation is unfinished: add-node:x \(started t1\)/)
+    assert.match(p[0].fix!, /`mmlite add-node x`/)
+    assert.deepEqual(otherOperationsProblems(u, ['init', 'add-node:x', 'remove-node:y']), [])
   })
 })

@@ -4,6 +4,7 @@
  * (src/steps/mesh.ts) run by the real runner and journal against a small in-memory catalog.
  */
 import assert from 'node:assert/strict'
+import {syncSlotsOf} from '../../src/steps/remove-node/sync-slots.js'
 import {mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
@@ -125,10 +126,16 @@ describe('remove-node: steps', () => {
       "a: SELECT pg_drop_replication_slot('shop_a_b')",
       "c: SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'shop_c_b' AND active_pid IS NOT NULL",
       "c: SELECT pg_drop_replication_slot('shop_c_b')",
+      "a: SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name::pg_catalog.text ~ '^pg_[0-9]+_sync_[0-9]+_<system identifier of the subscriber b>$'",
+      "c: SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name::pg_catalog.text ~ '^pg_[0-9]+_sync_[0-9]+_<system identifier of the subscriber b>$'",
     ])
     assert.deepEqual(
       sql(get(steps, 'own-slots')).filter(q => q.includes('pg_drop')),
-      ["b: SELECT pg_drop_replication_slot('shop_b_a')", "b: SELECT pg_drop_replication_slot('shop_b_c')"],
+      [
+        "b: SELECT pg_drop_replication_slot('shop_b_a')",
+        "b: SELECT pg_drop_replication_slot('shop_b_c')",
+        "b: SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name::pg_catalog.text ~ '^pg_[0-9]+_sync_[0-9]+_<system identifier of the subscriber a, c>$'",
+      ],
     )
     assert.deepEqual(sql(get(steps, 'own-publication')), ['b: DROP PUBLICATION "shop"'])
     assert.deepEqual(nodes(get(steps, 'config')), ['mmlite.yaml'])
@@ -203,6 +210,9 @@ class FakeNode {
       if (!s.enabled && s.workers > 0 && s.linger-- <= 0) s.workers = 0
       return [{enabled: s.enabled, slot: s.slot, workers: s.workers, remote_lsn: s.remote_lsn}]
     }
+    if (sql.includes("'^pg_[0-9]+_sync_[0-9]+_[0-9]+$'")) return [...this.slots.keys()].filter(n => /^pg_\d+_sync_/.test(n)).map(n => ({n}))
+    if (sql.startsWith('SELECT oid::pg_catalog.text AS oid FROM pg_catalog.pg_subscription')) return this.subs.has(params[0] as string) ? [{oid: '1'}] : []
+    if (sql.includes('pg_control_system()')) return [{id: `${this.name.charCodeAt(0)}`}]
     if (sql.startsWith('SELECT active, active_pid,')) {
       const s = this.slots.get(params[0] as string)
       return s ? [{active: s.active, active_pid: s.active_pid, retained_bytes: s.retained}] : []
@@ -312,5 +322,16 @@ describe('remove-node --force: check-then-act against a catalog (runner + journa
     assert.deepEqual(again.map(s => s.status), ['already-done', 'already-done', 'already-done'])
     await runSteps(steps, base, {dryRun: false, mode: 'silent'})
     for (const f of fakes.values()) assert.deepEqual(f.log, [])
+  })
+})
+
+describe('remove-node: table-synchronization slots', () => {
+  const names = ['pg_16403_sync_16391_111', 'pg_16403_sync_16392_111', 'pg_16500_sync_16391_222', 'pg_16403_sync_16391_333', 'shop_a_b', 'pg_1_sync_x_111']
+  it('known subscriptions: exactly their oid and system identifier (a standby clone shares its source\'s identifier)', () => {
+    assert.deepEqual(syncSlotsOf(names, {subs: [{sysid: '111', oid: '16403'}], memberSysids: []}), ['pg_16403_sync_16391_111', 'pg_16403_sync_16392_111'])
+    assert.deepEqual(syncSlotsOf(names, {subs: [], memberSysids: []}), [])
+  })
+  it('unknown: the slots of subscribers that are no member', () => {
+    assert.deepEqual(syncSlotsOf(names, {memberSysids: ['111', '222']}), ['pg_16403_sync_16391_333'])
   })
 })
