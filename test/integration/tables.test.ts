@@ -1,0 +1,91 @@
+/**
+ * Changing `tables:` of an initialized cluster and re-running `mmlite init` (the table
+ * reconcile procedure, src/steps/tables/), on real servers, while every node keeps writing to
+ * the replicated tables and to the table being added:
+ *   - a table holding 20k rows on a non-first node becomes replicated exactly;
+ *   - --dry-run shows the SQL that will run (no CREATE PUBLICATION on nodes that have it);
+ *   - a table removed from the file stops being replicated, its data stays.
+ */
+import assert from 'node:assert/strict'
+import {readFile, writeFile} from 'node:fs/promises'
+import {stopAllStarted, type LocalServer} from '../../src/local/server.js'
+import * as h from '../helpers/cluster.js'
+import {WriteLoad, verifyLoad} from '../helpers/load.js'
+import {TableLoad} from '../helpers/table-load.js'
+
+export const ITEMS = 'CREATE TABLE IF NOT EXISTS public.items (id bigint PRIMARY KEY, node text, v int, note text)'
+
+export async function setTables(cfg: string, tables: string[]): Promise<void> {
+  const text = await readFile(cfg, 'utf8')
+  const out = text.replace(/tables:\n(?:  - .*\n)+/, `tables:\n${tables.map(t => `  - ${t}\n`).join('')}`)
+  await writeFile(cfg, out)
+}
+
+describe('tables: add and remove a replicated table under load (init reconcile)', function () {
+  let servers: LocalServer[]
+  let dir: string
+  let cfg: string
+  before(async () => {
+    servers = await h.startServers([15, 15, 15])
+    await h.createSchema(servers)
+    await Promise.all(servers.map(s => h.sql(s, ITEMS)))
+    // 20k rows on a non-first node
+    await h.sql(servers[1], "INSERT INTO public.items SELECT g, 'seed', g, 'seeded' FROM generate_series(1, 20000) g")
+    await h.sql(servers[0], "INSERT INTO public.departments SELECT g, 'dept ' || g FROM generate_series(1, 10) g")
+    dir = await h.tempDir()
+    cfg = await h.writeConfig(dir, servers)
+    const r = await h.runCli(['init', '-c', cfg, '--yes'])
+    assert.equal(r.code, 0, r.stderr + r.stdout)
+  })
+  after(() => stopAllStarted())
+
+  it('adds a table that holds rows on node2 while every node writes to it and to the other tables', async () => {
+    const writers = servers.map((s, i) => ({label: `node${i + 1}`, server: s, index: i + 1}))
+    const users = new WriteLoad().start(writers)
+    const items = new TableLoad('public.items').start(writers)
+    try {
+      await items.progress(20)
+      await setTables(cfg, ['public.departments', 'public.users', 'public.items'])
+
+      const dry = await h.runCli(['init', '-c', cfg, '--dry-run', '--json'])
+      assert.equal(dry.code, 0, dry.stderr + dry.stdout)
+      const plan = h.parseJson<{steps: Array<{id: string; status: string; sql: Array<{node: string; sql: string}>}>}>(dry)
+      const sqls = plan.steps.flatMap(s => s.sql.map(x => x.sql))
+      assert.ok(!sqls.some(s => /CREATE PUBLICATION "shop"/.test(s)), `no CREATE PUBLICATION of the existing publication:\n${sqls.join('\n')}`)
+      assert.ok(sqls.some(s => /ALTER PUBLICATION "shop" ADD TABLE "public"\."items"/.test(s)), sqls.join('\n'))
+      assert.ok(sqls.some(s => /REFRESH PUBLICATION|SET PUBLICATION/.test(s)), `subscriptions learn the table:\n${sqls.join('\n')}`)
+
+      const r = await h.runCli(['init', '-c', cfg, '--yes'])
+      assert.equal(r.code, 0, r.stderr + r.stdout)
+      assert.doesNotMatch(r.stdout, /already initialized/)
+      await items.progress(30)
+    } finally {
+      await items.stop()
+      await users.stop()
+    }
+    await verifyLoad(servers, users.report)
+    await items.verify(servers, 20000)
+    for (const s of servers) assert.equal(await h.applyErrors(s), 0, `apply errors on ${s.name}`)
+    const again = await h.runCli(['init', '-c', cfg, '--yes'])
+    assert.equal(again.code, 0, again.stderr)
+    assert.match(again.stdout, /already initialized/)
+  })
+
+  it('removes a table from the file: it stops being replicated and its data stays', async () => {
+    const before = await Promise.all(servers.map(s => h.tableDigest(s, 'public.items')))
+    await setTables(cfg, ['public.departments', 'public.users'])
+    const r = await h.runCli(['init', '-c', cfg, '--yes'])
+    assert.equal(r.code, 0, r.stderr + r.stdout)
+    const after = await Promise.all(servers.map(s => h.tableDigest(s, 'public.items')))
+    assert.deepEqual(after, before, 'data stays')
+    // a write to items on node1 stays there; a write to users (still replicated) arrives
+    await h.sql(servers[0], "INSERT INTO public.items VALUES (-1, 'after', 0, 'local')")
+    await h.sql(servers[0], "INSERT INTO public.users VALUES (-1, 1, 'marker', 'node1')")
+    await h.waitFor(async () => (await Promise.all(servers.map(s => h.sql(s, 'SELECT 1 FROM public.users WHERE id = -1')))).every(x => x.length === 1), 'marker everywhere')
+    for (const s of servers.slice(1)) assert.equal((await h.sql(s, 'SELECT 1 FROM public.items WHERE id = -1')).length, 0, `${s.name} got a row of a removed table`)
+    for (const s of servers) {
+      const rels = await h.sql<{n: number}>(s, "SELECT count(*)::int AS n FROM pg_subscription_rel WHERE srrelid = 'public.items'::regclass")
+      assert.equal(rels[0].n, 0, `${s.name}: subscriptions no longer list public.items`)
+    }
+  })
+})
