@@ -31,6 +31,7 @@ import type {StepReport} from '../engine/types.js'
 import {preflight, preflightError} from './preflight.js'
 import {pollUntil} from '../util/poll.js'
 import type {PreflightResult, Problem} from './preflight.js'
+import {withTableReconcile} from './tables/index.js'
 
 export const TABLESYNC_ORIGIN_MIN = 140000
 
@@ -193,7 +194,9 @@ export async function runInit(cfg: Config, opts: InitOptions): Promise<InitResul
     const problems = [...pf.problems, ...seedChoice.problems]
     if (problems.length) throw preflightError(problems)
 
-    const steps = buildInitSteps(cfg, pf.versions, {seed: seedChoice.seed, noCopy: opts.noCopy, timeoutMs: opts.timeoutMs})
+    const initSteps = buildInitSteps(cfg, pf.versions, {seed: seedChoice.seed, noCopy: opts.noCopy, timeoutMs: opts.timeoutMs})
+    // schema hook: on a complete mesh, tables added to / removed from mmlite.yaml (src/steps/tables/)
+    const steps = await withTableReconcile(cfg, cluster, initSteps, opts.timeoutMs)
     const base = {cfg, cluster, journal}
     const plan = await planSteps(steps, base)
     const edges = initEdges(cfg, pf.versions)

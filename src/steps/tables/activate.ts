@@ -1,0 +1,191 @@
+/**
+ * The activating step of the table reconcile procedure (the argument is in ./index.ts).
+ *
+ * On every node at once, one session each:
+ *   BEGIN; LOCK TABLE <added tables> IN EXCLUSIVE MODE      -- writers of these tables wait; readers and other tables never do
+ * then, once every node holds its lock (the tables are now static everywhere), the rows of each
+ * node are read in its own session, and every node receives, in that same transaction, the
+ * rows the others hold and it lacks (under the replication origin `mmlite_copy`, so they are
+ * never sent on), then
+ *   ALTER PUBLICATION <cluster> ADD TABLE <added tables>; COMMIT
+ * A key held by two nodes with different rows is refused before anything commits.
+ */
+import type pg from 'pg'
+import {escapeIdentifier as qi, escapeLiteral as ql} from '../../db/quote.js'
+import {publicationName} from '../../cluster/naming.js'
+import type {Action, Step, StepContext} from '../../engine/types.js'
+import {MmliteError, ExitCode, errorMessage} from '../../errors.js'
+import {readNodeState, tableOf} from './state.js'
+import type {TablesCtx} from './index.js'
+
+export const COPY_ORIGIN = 'mmlite_copy'
+const BATCH = 2000
+
+export function lockSql(ks: string[]): string {
+  return `LOCK TABLE ${ks.map(k => tableOf(k).qualified).join(', ')} IN EXCLUSIVE MODE`
+}
+
+export function addTablesSql(cluster: string, ks: string[]): string {
+  return `ALTER PUBLICATION ${qi(publicationName(cluster))} ADD TABLE ${ks.map(k => tableOf(k).qualified).join(', ')}`
+}
+
+const ORIGIN_SQL = [
+  `SELECT pg_catalog.pg_replication_origin_create(${ql(COPY_ORIGIN)}::pg_catalog.text) WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_origin o WHERE o.roname = ${ql(COPY_ORIGIN)}::pg_catalog.text)`,
+  `SELECT pg_catalog.pg_replication_origin_session_setup(${ql(COPY_ORIGIN)}::pg_catalog.text)`,
+]
+
+const COLS_SQL = `SELECT a.attname::pg_catalog.text AS name, a.attnum::int AS num,
+       COALESCE((SELECT pg_catalog.array_position(i.indkey::pg_catalog.int2[], a.attnum)
+                   FROM pg_catalog.pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary), 0)::int AS pk,
+       COALESCE((SELECT pg_catalog.array_position(i.indkey::pg_catalog.int2[], a.attnum)
+                   FROM pg_catalog.pg_index i WHERE i.indrelid = a.attrelid AND i.indisreplident), 0)::int AS ri
+  FROM pg_catalog.pg_attribute a
+ WHERE a.attrelid = $1::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+ ORDER BY a.attnum`
+
+interface Cols {
+  insert: string[]
+  key: string[]
+}
+
+async function columns(s: pg.Client, qualified: string): Promise<Cols> {
+  const rows = (await s.query<{name: string; pk: number; ri: number}>(COLS_SQL, [qualified])).rows
+  const by = (f: 'pk' | 'ri') => rows.filter(r => r[f] > 0).sort((a, b) => a[f] - b[f]).map(r => r.name)
+  const key = by('pk').length ? by('pk') : by('ri')
+  return {insert: rows.map(r => r.name), key}
+}
+
+export function insertSql(qualified: string, cols: string[]): string {
+  const list = cols.map(qi).join(', ')
+  return `INSERT INTO ${qualified} (${list}) SELECT ${list} FROM pg_catalog.jsonb_populate_recordset(NULL::${qualified}, $1::pg_catalog.jsonb)`
+}
+
+/** Per node, the rows (by key) of one table: key text -> row as jsonb text. */
+async function readRows(s: pg.Client, qualified: string, key: string[]): Promise<Map<string, string>> {
+  const k = key.length ? `pg_catalog.jsonb_build_array(${key.map(c => `t.${qi(c)}`).join(', ')})::pg_catalog.text` : `pg_catalog.to_jsonb(t)::pg_catalog.text`
+  const r = await s.query<{k: string; j: string}>(`SELECT ${k} AS k, pg_catalog.to_jsonb(t)::pg_catalog.text AS j FROM ${qualified} t`)
+  return new Map(r.rows.map(x => [x.k, x.j]))
+}
+
+export interface ActivationReport {
+  tables: Array<{table: string; copied: Record<string, number>; rows: Record<string, number>}>
+  lockMs: number
+}
+
+/** The whole activation; shared by the per-node actions (runs once). */
+async function activate(t: TablesCtx, ctx: StepContext): Promise<ActivationReport> {
+  const adds = t.work.adds
+  const names = t.cfg.nodes.map(n => n.name)
+  const sessions = new Map<string, pg.Client>()
+  let committed = false
+  try {
+    await Promise.all(
+      names.map(async n => {
+        const s = await ctx.cluster.node(n).newSession('mmlite tables')
+        sessions.set(n, s)
+        await s.query('BEGIN')
+        await s.query(`SET LOCAL lock_timeout = ${ql(`${t.timeoutMs}ms`)}`)
+        await s.query("SET LOCAL TimeZone = 'UTC'")
+        await s.query("SET LOCAL DateStyle = 'ISO, YMD'")
+        await s.query('SET LOCAL extra_float_digits = 3')
+        ctx.progress(`locking ${adds.map(k => tableOf(k).display).join(', ')} on ${n}`)
+        await s.query(lockSql(adds))
+      }),
+    )
+    const t0 = Date.now()
+    const report: ActivationReport = {tables: [], lockMs: 0}
+    const inserts = new Map<string, Array<{qualified: string; cols: string[]; rows: string[]}>>(names.map(n => [n, []]))
+    for (const k of adds) {
+      const q = tableOf(k).qualified
+      const cols = await columns(sessions.get(names[0])!, q)
+      const data = new Map<string, Map<string, string>>()
+      await Promise.all(names.map(async n => data.set(n, await readRows(sessions.get(n)!, q, cols.key))))
+      // the union; a key with two different rows is a conflict
+      const union = new Map<string, {row: string; from: string}>()
+      const conflicts: string[] = []
+      for (const n of names) {
+        for (const [key, row] of data.get(n)!) {
+          const u = union.get(key)
+          if (!u) union.set(key, {row, from: n})
+          else if (u.row !== row && conflicts.length < 5) conflicts.push(`key ${key}: ${u.from} has ${u.row}, ${n} has ${row}`)
+        }
+      }
+      if (conflicts.length) {
+        throw new MmliteError(`table ${tableOf(k).display} holds different rows under the same key on different nodes; nothing was changed`, {
+          code: ExitCode.Preflight,
+          details: conflicts,
+          suggestions: [`Make those rows identical (or delete them on all nodes but one), then re-run. Nodes that hold disjoint rows are merged.`],
+        })
+      }
+      const entry = {table: tableOf(k).display, copied: {} as Record<string, number>, rows: {} as Record<string, number>}
+      for (const n of names) {
+        const mine = data.get(n)!
+        const missing = [...union].filter(([key]) => !mine.has(key)).map(([, u]) => u.row)
+        entry.rows[n] = mine.size
+        entry.copied[n] = missing.length
+        if (missing.length) inserts.get(n)!.push({qualified: q, cols: cols.insert, rows: missing})
+      }
+      report.tables.push(entry)
+    }
+    await Promise.all(
+      names.map(async n => {
+        const s = sessions.get(n)!
+        const work = inserts.get(n)!
+        if (work.length) for (const q of ORIGIN_SQL) await s.query(q)
+        for (const w of work) {
+          for (let i = 0; i < w.rows.length; i += BATCH) {
+            await s.query(insertSql(w.qualified, w.cols), [`[${w.rows.slice(i, i + BATCH).join(',')}]`])
+            ctx.progress(`${n}: ${w.qualified} ${Math.min(i + BATCH, w.rows.length)}/${w.rows.length} rows copied`)
+          }
+        }
+        await s.query(addTablesSql(t.cfg.cluster, adds))
+      }),
+    )
+    // every node is ready: commit everywhere at once (the window between the commits is what
+    // a kill must not hit; see ./index.ts)
+    await Promise.all(names.map(n => sessions.get(n)!.query('COMMIT')))
+    committed = true
+    report.lockMs = Date.now() - t0
+    return report
+  } catch (e) {
+    if (e instanceof MmliteError) throw e
+    throw new MmliteError(`adding ${adds.map(k => tableOf(k).display).join(', ')} failed: ${errorMessage(e)}; nothing was committed`, {code: ExitCode.Failed})
+  } finally {
+    await Promise.all(
+      [...sessions.values()].map(async s => {
+        if (!committed) await s.query('ROLLBACK').catch(() => {})
+        await s.end().catch(() => {})
+      }),
+    )
+  }
+}
+
+export function activateStep(t: TablesCtx): Step {
+  let once: Promise<ActivationReport> | undefined
+  const added = async (ctx: StepContext, n: string) => {
+    const s = await readNodeState(ctx.cfg, ctx.cluster, n)
+    return t.work.adds.every(k => s.shop?.has(k))
+  }
+  const actions: Action[] = t.cfg.nodes.map(n => ({
+    node: n.name,
+    label: `copy missing rows and start publishing ${t.work.adds.map(k => tableOf(k).display).join(', ')}`,
+    sql: [
+      'BEGIN',
+      lockSql(t.work.adds),
+      `-- once every node holds its lock: rows the other nodes hold and ${n.name} lacks, if any, under origin ${COPY_ORIGIN} (never sent on):`,
+      ...ORIGIN_SQL,
+      ...t.work.adds.map(k => insertSql(tableOf(k).qualified, ['…'])),
+      addTablesSql(t.cfg.cluster, t.work.adds),
+      'COMMIT',
+    ],
+    check: ctx => added(ctx, n.name),
+    run: async ctx => {
+      once ??= activate(t, ctx).then(r => {
+        t.activation = r
+        return r
+      })
+      await once
+    },
+  }))
+  return {id: 'tables-activate', title: `Copy the rows each node lacks and start replicating ${t.work.adds.map(k => tableOf(k).display).join(', ')}`, actions}
+}
