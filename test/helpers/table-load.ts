@@ -5,6 +5,7 @@
  * (value, or deleted), so the test can check afterwards that every node holds exactly that.
  * Used by the schema tests for tables that become (or stop being) replicated while written.
  */
+import {readFile, writeFile} from 'node:fs/promises'
 import pg from 'pg'
 import type {LocalServer} from '../../src/local/server.js'
 import {sql, waitFor} from './cluster.js'
@@ -106,4 +107,11 @@ export class TableLoad {
     )
     for (const d of digests) if (d[0].md5 !== digests[0][0].md5) throw new Error(`${this.table} differs between nodes: ${JSON.stringify(digests.map(x => x[0].md5))}`)
   }
+}
+
+/** Rewrite `tables:` of an mmlite.yaml written by writeConfig. */
+export async function setTables(cfg: string, tables: string[]): Promise<void> {
+  const text = await readFile(cfg, 'utf8')
+  const out = text.replace(/tables:\n(?:  - .*\n)+/, `tables:\n${tables.map(t => `  - ${t}\n`).join('')}`)
+  await writeFile(cfg, out)
 }

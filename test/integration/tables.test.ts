@@ -7,19 +7,12 @@
  *   - a table removed from the file stops being replicated, its data stays.
  */
 import assert from 'node:assert/strict'
-import {readFile, writeFile} from 'node:fs/promises'
 import {stopAllStarted, type LocalServer} from '../../src/local/server.js'
 import * as h from '../helpers/cluster.js'
 import {WriteLoad, verifyLoad} from '../helpers/load.js'
-import {TableLoad} from '../helpers/table-load.js'
+import {TableLoad, setTables} from '../helpers/table-load.js'
 
-export const ITEMS = 'CREATE TABLE IF NOT EXISTS public.items (id bigint PRIMARY KEY, node text, v int, note text)'
-
-export async function setTables(cfg: string, tables: string[]): Promise<void> {
-  const text = await readFile(cfg, 'utf8')
-  const out = text.replace(/tables:\n(?:  - .*\n)+/, `tables:\n${tables.map(t => `  - ${t}\n`).join('')}`)
-  await writeFile(cfg, out)
-}
+const ITEMS = 'CREATE TABLE IF NOT EXISTS public.items (id bigint PRIMARY KEY, node text, v int, note text)'
 
 describe('tables: add and remove a replicated table under load (init reconcile)', function () {
   let servers: LocalServer[]

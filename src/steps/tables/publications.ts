@@ -98,7 +98,11 @@ export function unstageStep(t: TablesCtx): Step {
       node: n.name,
       label: `empty ${stage}`,
       sql: planned.length ? [dropTablesSql(stage, planned)] : [],
-      check: async ctx => (await left(ctx, n.name)).length === 0,
+      // before the activation the tables are not in <cluster> yet: the step is still to come
+      check: async ctx => {
+        const s = await readNodeState(ctx.cfg, ctx.cluster, n.name)
+        return (s.stage?.size ?? 0) === 0 && t.work.adds.every(k => s.shop?.has(k))
+      },
       run: async ctx => {
         const l = await left(ctx, n.name)
         if (l.length) await ctx.cluster.node(n.name).query(dropTablesSql(stage, l))
