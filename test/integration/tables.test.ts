@@ -81,4 +81,34 @@ describe('tables: add and remove a replicated table under load (init reconcile)'
       assert.equal(rels[0].n, 0, `${s.name}: subscriptions no longer list public.items`)
     }
   })
+
+  it('drift: a replicated table that differs between nodes is a warning in status and a refusal in init', async () => {
+    await h.sql(servers[2], 'ALTER TABLE public.departments ADD COLUMN extra int')
+    await h.sql(servers[1], 'ALTER TABLE public.users REPLICA IDENTITY FULL')
+    try {
+      const st = await h.runCli(['status', '-c', cfg, '--json'])
+      assert.equal(st.code, 1, st.stderr + st.stdout)
+      const r = h.parseJson<{health: string; drift: Array<{table: string; nodes: string[]; difference: string}>}>(st)
+      assert.equal(r.health, 'warning')
+      assert.deepEqual(
+        r.drift.map(d => [d.table, d.nodes.join('/'), d.difference]),
+        [
+          ['public.departments', 'node1/node3', 'node3 has extra integer'],
+          ['public.users', 'node1/node2', 'replica identity default on node1 but full on node2'],
+        ],
+      )
+      const text = await h.runCli(['status', '-c', cfg])
+      assert.match(text.stdout, /schema drift: table public\.departments differs from node1: node3 has extra integer/)
+      const init = await h.runCli(['init', '-c', cfg, '--dry-run'])
+      assert.equal(init.code, 11, init.stderr + init.stdout)
+      assert.match(init.stderr, /\[node3\] columns: table public\.departments differs from node1: node3 has extra integer/)
+      assert.match(init.stderr, /\[node2\] columns: table public\.users differs from node1: replica identity default on node1 but full on node2/)
+    } finally {
+      await h.sql(servers[2], 'ALTER TABLE public.departments DROP COLUMN extra')
+      await h.sql(servers[1], 'ALTER TABLE public.users REPLICA IDENTITY DEFAULT')
+    }
+    const ok = await h.runCli(['status', '-c', cfg, '--json'])
+    assert.equal(ok.code, 0, ok.stdout)
+    assert.deepEqual(h.parseJson<{drift: unknown[]}>(ok).drift, [])
+  })
 })
