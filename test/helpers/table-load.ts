@@ -21,7 +21,7 @@ export class TableLoad {
 
   constructor(readonly table: string) {}
 
-  /** From now on, writers also set `col` (e.g. a column added by `mmlite ddl`). */
+  /** From now on, writers also set `col` (e.g. a column added by `mmlite ddl`) to `expr`, which may use $3 (a number). */
   useColumn(col: string, expr: string): void {
     this.extra.set(col, expr)
   }
@@ -47,7 +47,7 @@ export class TableLoad {
         if (n % 3 === 2) {
           const target = id - 2
           const sets = ['v = $2', ...[...this.extra].map(([k, e]) => `${k} = ${e}`)]
-          await c.query(`UPDATE ${this.table} SET ${sets.join(', ')} WHERE id = $1`, [target, n * 10])
+          await c.query(`UPDATE ${this.table} SET ${sets.join(', ')} WHERE id = $1`, this.extra.size ? [target, n * 10, n] : [target, n * 10])
           if (acked.get(target) !== null) acked.set(target, n * 10)
         }
         if (n % 7 === 6) {

@@ -111,4 +111,70 @@ describe('tables: add and remove a replicated table under load (init reconcile)'
     assert.equal(ok.code, 0, ok.stdout)
     assert.deepEqual(h.parseJson<{drift: unknown[]}>(ok).drift, [])
   })
+
+  it('ddl: creates a table everywhere, adds a column while every node writes, then the writers use it; converged', async () => {
+    const create = await h.runCli(['ddl', '-c', cfg, 'CREATE TABLE public.events (id bigint PRIMARY KEY, node text, v int)', '--yes'])
+    assert.equal(create.code, 0, create.stderr + create.stdout)
+    await setTables(cfg, ['public.departments', 'public.users', 'public.events'])
+    const init = await h.runCli(['init', '-c', cfg, '--yes'])
+    assert.equal(init.code, 0, init.stderr + init.stdout)
+    const writers = servers.map((s, i) => ({label: `node${i + 1}`, server: s, index: i + 1}))
+    const events = new TableLoad('public.events').start(writers)
+    try {
+      await events.progress(10)
+      const stmt = "ALTER TABLE public.events ADD COLUMN note text DEFAULT 'none'"
+      const dry = await h.runCli(['ddl', '-c', cfg, stmt, '--dry-run', '--json'])
+      const plan = h.parseJson<{steps: Array<{id: string; sql: Array<{node: string; sql: string}>}>}>(dry)
+      const apply = plan.steps.find(x => x.id === 'ddl-apply')!
+      for (const n of ['node1', 'node2', 'node3']) {
+        assert.deepEqual(apply.sql.filter(x => x.node === n).map(x => x.sql), ['BEGIN', "SET LOCAL lock_timeout = '60000ms'", stmt, 'COMMIT'])
+      }
+      const r = await h.runCli(['ddl', '-c', cfg, stmt, '--yes'])
+      assert.equal(r.code, 0, r.stderr + r.stdout)
+      events.useColumn('note', "'w-' || ($3::int)::text")
+      await events.progress(30)
+    } finally {
+      await events.stop()
+    }
+    await events.verify(servers, 0)
+    const notes = await Promise.all(servers.map(s => h.sql<{n: number}>(s, "SELECT count(*)::int AS n FROM public.events WHERE note LIKE 'w-%'")))
+    assert.ok(notes[0][0].n > 0 && notes.every(x => x[0].n === notes[0][0].n), `rows written with the new column everywhere: ${JSON.stringify(notes)}`)
+    for (const s of servers) assert.equal(await h.applyErrors(s), 0, `apply errors on ${s.name}`)
+  })
+
+  it('ddl: refuses a destructive statement (reason, safe sequence); a statement failing on one node changes nothing anywhere', async () => {
+    const drop = await h.runCli(['ddl', '-c', cfg, 'ALTER TABLE public.events DROP COLUMN note', '--yes'])
+    assert.equal(drop.code, 11, drop.stderr)
+    assert.match(drop.stderr, /why: .*dropped on one node/)
+    assert.match(drop.stderr, /safe sequence: /)
+    // node2 holds a lock on the table: the statement times out there, every node rolls back
+    await h.withClient(servers[1], async c => {
+      await c.query('BEGIN')
+      await c.query('LOCK TABLE public.events IN ACCESS SHARE MODE')
+      const r = await h.runCli(['ddl', '-c', cfg, 'ALTER TABLE public.events ADD COLUMN extra int', '--yes', '--timeout', '2'])
+      await c.query('ROLLBACK')
+      assert.equal(r.code, 2, r.stderr + r.stdout)
+      assert.match(r.stderr, /node node2: .*lock timeout.*rolled back on every node/)
+    })
+    for (const s of servers) {
+      const cols = await h.sql(s, "SELECT 1 FROM pg_attribute WHERE attrelid = 'public.events'::regclass AND attname = 'extra'")
+      assert.equal(cols.length, 0, `${s.name} has no column extra`)
+    }
+    const st = await h.runCli(['status', '-c', cfg])
+    assert.equal(st.code, 0, st.stdout)
+  })
+
+  for (const point of ['ddl-apply/0', 'ddl-apply', 'ddl-wait-streaming']) {
+    it(`ddl killed after ${point}: the re-run finishes`, async () => {
+      const col = `c_${point.replace(/\W/g, '_')}`
+      const stmt = `ALTER TABLE public.events ADD COLUMN ${col} int`
+      const killed = await h.runCli(['ddl', '-c', cfg, stmt, '--yes'], {env: {MMLITE_FAULT_KILL_AFTER: point}})
+      assert.equal(killed.signal, 'SIGKILL', killed.stdout + killed.stderr)
+      const again = await h.runCli(['ddl', '-c', cfg, stmt, '--yes'])
+      assert.equal(again.code, 0, again.stderr + again.stdout)
+      for (const s of servers) assert.equal((await h.sql(s, `SELECT 1 FROM pg_attribute WHERE attrelid = 'public.events'::regclass AND attname = '${col}'`)).length, 1)
+      await h.sql(servers[2], `INSERT INTO public.events (id, node, v, ${col}) VALUES (-${servers.length + point.length}, 'k', 1, 7)`)
+      await h.waitConverged(servers, 'public.events', (await h.tableDigest(servers[2], 'public.events')).count)
+    })
+  }
 })
