@@ -196,7 +196,7 @@ export async function runInit(cfg: Config, opts: InitOptions): Promise<InitResul
 
     const initSteps = buildInitSteps(cfg, pf.versions, {seed: seedChoice.seed, noCopy: opts.noCopy, timeoutMs: opts.timeoutMs})
     // schema hook: on a complete mesh, tables added to / removed from mmlite.yaml (src/steps/tables/)
-    const steps = await withTableReconcile(cfg, cluster, initSteps, opts.timeoutMs)
+    const steps = await withTableReconcile(cfg, cluster, initSteps, opts.timeoutMs, opts.seed)
     const base = {cfg, cluster, journal}
     const plan = await planSteps(steps, base)
     const edges = initEdges(cfg, pf.versions)
@@ -218,7 +218,8 @@ export async function runInit(cfg: Config, opts: InitOptions): Promise<InitResul
     }
     await opts.confirm(plan)
     await journal.begin('init', 'init')
-    if (seedChoice.seed) await journal.set('seed', seedChoice.seed)
+    // (schema: a complete mesh has no seed to remember; --seed/--source then only picks the rows that win for added tables)
+    if (seedChoice.seed && plan.some(s => s.id === 'seed-subscriptions' && s.status === 'planned')) await journal.set('seed', seedChoice.seed)
     result.steps = await runSteps(steps, base, {dryRun: false, mode: opts.mode, write: opts.write})
     result.changed = true
     await journal.finish()

@@ -82,6 +82,28 @@ describe('tables: add and remove a replicated table under load (init reconcile)'
     }
   })
 
+  it('a table whose nodes disagree on a key is refused; with --source the source\'s rows win, the other keys are merged', async () => {
+    await Promise.all(servers.map(s => h.sql(s, 'CREATE TABLE public.items2 (id bigint PRIMARY KEY, node text, v int)')))
+    await h.sql(servers[0], "INSERT INTO public.items2 SELECT g, 'n1', 1 FROM generate_series(1, 100) g")
+    await h.sql(servers[2], "INSERT INTO public.items2 SELECT g, 'n3', 3 FROM generate_series(50, 150) g")
+    await setTables(cfg, ['public.departments', 'public.users', 'public.items2'])
+    const refused = await h.runCli(['init', '-c', cfg, '--yes'])
+    assert.equal(refused.code, 11, refused.stderr + refused.stdout)
+    assert.match(refused.stderr, /public\.items2 holds different rows under the same key on different nodes; no row was changed/)
+    assert.match(refused.stderr, /--source NODE/)
+    for (const s of servers) {
+      assert.equal((await h.sql(s, "SELECT 1 FROM pg_publication_tables WHERE pubname = 'shop' AND tablename = 'items2'")).length, 0)
+    }
+    assert.deepEqual((await h.tableDigest(servers[1], 'public.items2')).count, 0)
+    const r = await h.runCli(['init', '-c', cfg, '--source', 'node3', '--yes'])
+    assert.equal(r.code, 0, r.stderr + r.stdout)
+    await h.waitConverged(servers, 'public.items2', 150)
+    const v = await h.sql<{v: number; n: number}>(servers[1], 'SELECT v, count(*)::int AS n FROM public.items2 GROUP BY v ORDER BY v')
+    assert.deepEqual(v.map(x => [x.v, x.n]), [[1, 49], [3, 101]])
+    await h.sql(servers[1], "UPDATE public.items2 SET v = 2 WHERE id = 1")
+    await h.waitFor(async () => (await Promise.all(servers.map(s => h.sql<{v: number}>(s, 'SELECT v FROM public.items2 WHERE id = 1')))).every(x => x[0].v === 2), 'the update replicated')
+  })
+
   it('drift: a replicated table that differs between nodes is a warning in status and a refusal in init', async () => {
     await h.sql(servers[2], 'ALTER TABLE public.departments ADD COLUMN extra int')
     await h.sql(servers[1], 'ALTER TABLE public.users REPLICA IDENTITY FULL')

@@ -8,7 +8,8 @@
  * rows the others hold and it lacks (under the replication origin `mmlite_copy`, so they are
  * never sent on), then
  *   ALTER PUBLICATION <cluster> ADD TABLE <added tables>; COMMIT
- * A key held by two nodes with different rows is refused before anything commits.
+ * A key held by two nodes with different rows is refused before anything commits, unless a
+ * source node is named (--source/--seed) and holds the key: its row then replaces the others.
  */
 import type pg from 'pg'
 import {escapeIdentifier as qi, escapeLiteral as ql} from '../../db/quote.js'
@@ -34,10 +35,11 @@ const ORIGIN_SQL = [
   `SELECT pg_catalog.pg_replication_origin_session_setup(${ql(COPY_ORIGIN)}::pg_catalog.text)`,
 ]
 
+// (int2vector casts to an array whose subscripts start at 0, hence + 1: 0 means "not a key column")
 const COLS_SQL = `SELECT a.attname::pg_catalog.text AS name, a.attnum::int AS num,
-       COALESCE((SELECT pg_catalog.array_position(i.indkey::pg_catalog.int2[], a.attnum)
+       COALESCE((SELECT pg_catalog.array_position(i.indkey::pg_catalog.int2[], a.attnum) + 1
                    FROM pg_catalog.pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary), 0)::int AS pk,
-       COALESCE((SELECT pg_catalog.array_position(i.indkey::pg_catalog.int2[], a.attnum)
+       COALESCE((SELECT pg_catalog.array_position(i.indkey::pg_catalog.int2[], a.attnum) + 1
                    FROM pg_catalog.pg_index i WHERE i.indrelid = a.attrelid AND i.indisreplident), 0)::int AS ri
   FROM pg_catalog.pg_attribute a
  WHERE a.attrelid = $1::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
@@ -60,6 +62,15 @@ export function insertSql(qualified: string, cols: string[]): string {
   return `INSERT INTO ${qualified} (${list}) SELECT ${list} FROM pg_catalog.jsonb_populate_recordset(NULL::${qualified}, $1::pg_catalog.jsonb)`
 }
 
+/** The source's rows (jsonb array $1) replace this node's rows with the same key. */
+export function updateSql(qualified: string, cols: string[], key: string[]): string {
+  const k = (a: string) => `pg_catalog.jsonb_build_array(${key.map(c => `${a}.${qi(c)}`).join(', ')})`
+  return (
+    `UPDATE ${qualified} AS t SET (${cols.map(qi).join(', ')}) = ROW(${cols.map(c => `r.${qi(c)}`).join(', ')})` +
+    ` FROM pg_catalog.jsonb_populate_recordset(NULL::${qualified}, $1::pg_catalog.jsonb) AS r WHERE ${k('t')} = ${k('r')}`
+  )
+}
+
 /** Per node, the rows (by key) of one table: key text -> row as jsonb text. */
 async function readRows(s: pg.Client, qualified: string, key: string[]): Promise<Map<string, string>> {
   const k = key.length ? `pg_catalog.jsonb_build_array(${key.map(c => `t.${qi(c)}`).join(', ')})::pg_catalog.text` : `pg_catalog.to_jsonb(t)::pg_catalog.text`
@@ -68,7 +79,7 @@ async function readRows(s: pg.Client, qualified: string, key: string[]): Promise
 }
 
 export interface ActivationReport {
-  tables: Array<{table: string; copied: Record<string, number>; rows: Record<string, number>}>
+  tables: Array<{table: string; copied: Record<string, number>; overwritten: Record<string, number>; rows: Record<string, number>}>
   lockMs: number
 }
 
@@ -94,36 +105,49 @@ async function activate(t: TablesCtx, ctx: StepContext): Promise<ActivationRepor
     )
     const t0 = Date.now()
     const report: ActivationReport = {tables: [], lockMs: 0}
-    const inserts = new Map<string, Array<{qualified: string; cols: string[]; rows: string[]}>>(names.map(n => [n, []]))
+    const inserts = new Map<string, Array<{qualified: string; cols: string[]; key: string[]; rows: string[]; updates: string[]}>>(names.map(n => [n, []]))
     for (const k of adds) {
       const q = tableOf(k).qualified
       const cols = await columns(sessions.get(names[0])!, q)
       const data = new Map<string, Map<string, string>>()
       await Promise.all(names.map(async n => data.set(n, await readRows(sessions.get(n)!, q, cols.key))))
-      // the union; a key with two different rows is a conflict
+      // the union; a key with two different rows is a conflict, unless the source holds it (its row wins)
+      const src = t.source
+      const order = src ? [src, ...names.filter(n => n !== src)] : names
       const union = new Map<string, {row: string; from: string}>()
+      const overwrite = new Map<string, string[]>(names.map(n => [n, []]))
       const conflicts: string[] = []
-      for (const n of names) {
+      for (const n of order) {
         for (const [key, row] of data.get(n)!) {
           const u = union.get(key)
           if (!u) union.set(key, {row, from: n})
-          else if (u.row !== row && conflicts.length < 5) conflicts.push(`key ${key}: ${u.from} has ${u.row}, ${n} has ${row}`)
+          else if (u.row !== row) {
+            if (u.from === src) overwrite.get(n)!.push(u.row)
+            else if (conflicts.length < 5) conflicts.push(`key ${key}: ${u.from} has ${u.row}, ${n} has ${row}`)
+            else conflicts.push('')
+          }
         }
       }
       if (conflicts.length) {
-        throw new MmliteError(`table ${tableOf(k).display} holds different rows under the same key on different nodes; nothing was changed`, {
+        const n = conflicts.length
+        throw new MmliteError(`table ${tableOf(k).display} holds different rows under the same key on different nodes${src ? ` (keys ${src} does not hold)` : ''}; no row was changed and it is not replicated yet`, {
           code: ExitCode.Preflight,
-          details: conflicts,
-          suggestions: [`Make those rows identical (or delete them on all nodes but one), then re-run. Nodes that hold disjoint rows are merged.`],
+          details: [...conflicts.filter(Boolean), ...(n > 5 ? [`(${n} keys in all)`] : [])],
+          suggestions: [
+            src
+              ? `Make those rows identical, or hold them on ${src} too, then re-run.`
+              : `Re-run with --source NODE (alias of --seed) to take that node's row wherever nodes disagree, or make the rows identical. Nodes holding different keys are merged.`,
+          ],
         })
       }
-      const entry = {table: tableOf(k).display, copied: {} as Record<string, number>, rows: {} as Record<string, number>}
+      const entry = {table: tableOf(k).display, copied: {} as Record<string, number>, overwritten: {} as Record<string, number>, rows: {} as Record<string, number>}
       for (const n of names) {
         const mine = data.get(n)!
         const missing = [...union].filter(([key]) => !mine.has(key)).map(([, u]) => u.row)
         entry.rows[n] = mine.size
         entry.copied[n] = missing.length
-        if (missing.length) inserts.get(n)!.push({qualified: q, cols: cols.insert, rows: missing})
+        entry.overwritten[n] = overwrite.get(n)!.length
+        if (missing.length || overwrite.get(n)!.length) inserts.get(n)!.push({qualified: q, cols: cols.insert, key: cols.key, rows: missing, updates: overwrite.get(n)!})
       }
       report.tables.push(entry)
     }
@@ -133,6 +157,7 @@ async function activate(t: TablesCtx, ctx: StepContext): Promise<ActivationRepor
         const work = inserts.get(n)!
         if (work.length) for (const q of ORIGIN_SQL) await s.query(q)
         for (const w of work) {
+          for (let i = 0; i < w.updates.length; i += BATCH) await s.query(updateSql(w.qualified, w.cols, w.key), [`[${w.updates.slice(i, i + BATCH).join(',')}]`])
           for (let i = 0; i < w.rows.length; i += BATCH) {
             await s.query(insertSql(w.qualified, w.cols), [`[${w.rows.slice(i, i + BATCH).join(',')}]`])
             ctx.progress(`${n}: ${w.qualified} ${Math.min(i + BATCH, w.rows.length)}/${w.rows.length} rows copied`)
@@ -174,6 +199,7 @@ export function activateStep(t: TablesCtx): Step {
       lockSql(t.work.adds),
       `-- once every node holds its lock: rows the other nodes hold and ${n.name} lacks, if any, under origin ${COPY_ORIGIN} (never sent on):`,
       ...ORIGIN_SQL,
+      ...(t.source ? t.work.adds.map(k => updateSql(tableOf(k).qualified, ['…'], ['<key>'])) : []),
       ...t.work.adds.map(k => insertSql(tableOf(k).qualified, ['…'])),
       addTablesSql(t.cfg.cluster, t.work.adds),
       'COMMIT',

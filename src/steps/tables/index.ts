@@ -51,7 +51,10 @@
  *     node's rows directly, once.
  * Writers of t on every node wait while the locks are held (the copy of the rows a node lacks);
  * writers of every other table never wait, and links never stop. A key held by two nodes with
- * different rows cannot be merged exactly: it is refused before anything commits.
+ * different rows cannot be merged exactly: it is refused before anything commits, unless a
+ * source is named (`init --source NODE`, alias of --seed) and holds the key: then its row is
+ * written on the other nodes (in the same locked transaction, under the same origin), so all
+ * end with the source's row; rows of keys the source lacks still come from their node.
  *
  * Killed: before tables-activate commits, every change so far is idempotent and nothing of t
  * flows (the locks die with the sessions, their transactions roll back); the re-run redoes the
@@ -74,6 +77,8 @@ export interface TablesCtx {
   state: Map<string, NodeState>
   work: TableWork
   timeoutMs: number
+  /** where nodes hold different rows under one key, this node's row wins (init --source/--seed) */
+  source?: string
   activation?: ActivationReport
 }
 
@@ -95,7 +100,7 @@ export interface TablePlan {
 }
 
 /** undefined when the mesh is not complete (init builds it with the tables of the file). */
-export async function planTables(cfg: Config, cluster: Cluster, timeoutMs: number): Promise<TablePlan | undefined> {
+export async function planTables(cfg: Config, cluster: Cluster, timeoutMs: number, source?: string): Promise<TablePlan | undefined> {
   const state = await readState(cfg, cluster)
   const work = classify(cfg.tables.map(keyOf), state)
   if (!work.meshComplete) return undefined
@@ -116,7 +121,7 @@ export async function planTables(cfg: Config, cluster: Cluster, timeoutMs: numbe
       suggestions: ['Run `mmlite status`; finish or re-run the operation that paused it, or `mmlite skip-tx` for a stuck link, then re-run.'],
     })
   }
-  const ctx: TablesCtx = {cfg, state, work, timeoutMs}
+  const ctx: TablesCtx = {cfg, state, work, timeoutMs, source}
   return {ctx, steps: buildTableSteps(ctx)}
 }
 
@@ -124,8 +129,8 @@ export async function planTables(cfg: Config, cluster: Cluster, timeoutMs: numbe
  * The hook `mmlite init` calls: on a complete mesh, its `publications` step (which would
  * only rewrite the publication) is replaced by this procedure's steps.
  */
-export async function withTableReconcile(cfg: Config, cluster: Cluster, initSteps: Step[], timeoutMs: number): Promise<Step[]> {
-  const plan = await planTables(cfg, cluster, timeoutMs)
+export async function withTableReconcile(cfg: Config, cluster: Cluster, initSteps: Step[], timeoutMs: number, source?: string): Promise<Step[]> {
+  const plan = await planTables(cfg, cluster, timeoutMs, source)
   if (!plan || plan.steps.length === 0) return initSteps
   const i = initSteps.findIndex(s => s.id === 'publications')
   const rest = initSteps.filter(s => s.id !== 'publications')
