@@ -104,6 +104,23 @@ describe('tables: add and remove a replicated table under load (init reconcile)'
     await h.waitFor(async () => (await Promise.all(servers.map(s => h.sql<{v: number}>(s, 'SELECT v FROM public.items2 WHERE id = 1')))).every(x => x[0].v === 2), 'the update replicated')
   })
 
+  it('repairs a table an older init published without refreshing the subscriptions (its writes were dropped)', async () => {
+    await Promise.all(servers.map(s => h.sql(s, 'CREATE TABLE public.old (id bigint PRIMARY KEY, node text, v int)')))
+    // what init did before: the table in the publication on every node, no REFRESH anywhere
+    await Promise.all(servers.map(s => h.sql(s, 'ALTER PUBLICATION shop ADD TABLE public.old')))
+    await Promise.all(servers.map((s, i) => h.sql(s, `INSERT INTO public.old SELECT ${i + 1} * 1000 + g, 'n${i + 1}', g FROM generate_series(1, 50) g`)))
+    await h.waitFor(async () => (await h.sql<{n: number}>(servers[0], 'SELECT count(*)::int AS n FROM public.old'))[0].n === 50, 'rows on node1')
+    await setTables(cfg, ['public.departments', 'public.users', 'public.items2', 'public.old'])
+    const dry = await h.runCli(['init', '-c', cfg, '--dry-run', '--json'])
+    const ids = h.parseJson<{steps: Array<{id: string; status: string}>}>(dry).steps.filter(x => x.status === 'planned').map(x => x.id)
+    assert.deepEqual(ids, ['tables-unpublish', 'tables-drain', 'tables-stage', 'tables-subscriptions', 'tables-activate', 'tables-unstage'])
+    const r = await h.runCli(['init', '-c', cfg, '--yes'])
+    assert.equal(r.code, 0, r.stderr + r.stdout)
+    await h.waitConverged(servers, 'public.old', 150)
+    await h.sql(servers[2], "INSERT INTO public.old VALUES (1, 'after', 0)")
+    await h.waitConverged(servers, 'public.old', 151)
+  })
+
   it('drift: a replicated table that differs between nodes is a warning in status and a refusal in init', async () => {
     await h.sql(servers[2], 'ALTER TABLE public.departments ADD COLUMN extra int')
     await h.sql(servers[1], 'ALTER TABLE public.users REPLICA IDENTITY FULL')

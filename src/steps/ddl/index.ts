@@ -25,10 +25,8 @@
  * the same way, and what the other nodes still send with the old shape may stop a link until
  * you fix it (the refusal explains the safe sequence).
  */
-import type pg from 'pg'
 import type {Config} from '../../config/config.js'
 import {Cluster} from '../../cluster/cluster.js'
-import {escapeLiteral as ql} from '../../db/quote.js'
 import {Journal} from '../../engine/journal.js'
 import {ClusterLock} from '../../engine/lock.js'
 import {runSteps, planSteps, type RenderMode} from '../../engine/runner.js'
@@ -37,6 +35,7 @@ import {MmliteError, ExitCode, errorMessage} from '../../errors.js'
 import {makeEdge, waitStreamingActions} from '../mesh.js'
 import {readState} from '../tables/state.js'
 import type {DdlStatement} from './classify.js'
+import {commitTogether, lockTimeoutSql} from '../tables/together.js'
 
 export interface DdlContext {
   cfg: Config
@@ -47,7 +46,7 @@ export interface DdlContext {
 }
 
 function nodeSql(d: DdlContext): string[] {
-  return ['BEGIN', `SET LOCAL lock_timeout = ${ql(`${d.timeoutMs}ms`)}`, ...d.statements.map(s => s.sql), 'COMMIT']
+  return ['BEGIN', lockTimeoutSql(d.timeoutMs), ...d.statements.map(s => s.sql), 'COMMIT']
 }
 
 /** every statement already applied on `node` (catalog checks; the journal for those without one) */
@@ -64,20 +63,13 @@ async function applied(d: DdlContext, ctx: StepContext, node: string): Promise<b
 async function applyAll(d: DdlContext, ctx: StepContext): Promise<void> {
   const todo: string[] = []
   for (const n of d.cfg.nodes) if (!(await applied(d, ctx, n.name))) todo.push(n.name)
-  const sessions = new Map<string, pg.Client>()
-  let committed = false
-  try {
+  await commitTogether(ctx, todo, {appName: 'mmlite ddl', lockTimeoutMs: d.timeoutMs}, async sessions => {
     await Promise.all(
       todo.map(async n => {
-        const s = await ctx.cluster.node(n).newSession('mmlite ddl')
-        sessions.set(n, s)
-        const [begin, timeout, ...rest] = nodeSql(d)
-        await s.query(begin)
-        await s.query(timeout)
-        for (const stmt of rest.slice(0, -1)) {
+        for (const stmt of d.statements.map(x => x.sql)) {
           ctx.progress(`${n}: ${stmt.split('\n')[0]}`)
           try {
-            await s.query(stmt)
+            await sessions.get(n)!.query(stmt)
           } catch (e) {
             throw new MmliteError(`node ${n}: ${errorMessage(e)}; rolled back on every node, nothing was changed`, {
               code: ExitCode.Failed,
@@ -88,17 +80,8 @@ async function applyAll(d: DdlContext, ctx: StepContext): Promise<void> {
         }
       }),
     )
-    await Promise.all(todo.map(n => sessions.get(n)!.query('COMMIT')))
-    committed = true
-    for (const n of todo) await ctx.journal.set(`applied.${n}`, true)
-  } finally {
-    await Promise.all(
-      [...sessions.values()].map(async s => {
-        if (!committed) await s.query('ROLLBACK').catch(() => {})
-        await s.end().catch(() => {})
-      }),
-    )
-  }
+  })
+  for (const n of todo) await ctx.journal.set(`applied.${n}`, true)
 }
 
 export function applyStep(d: DdlContext): Step {

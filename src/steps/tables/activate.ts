@@ -18,12 +18,18 @@ import type {Action, Step, StepContext} from '../../engine/types.js'
 import {MmliteError, ExitCode, errorMessage} from '../../errors.js'
 import {readNodeState, tableOf} from './state.js'
 import type {TablesCtx} from './index.js'
+import {commitTogether, lockTimeoutSql} from './together.js'
 
 export const COPY_ORIGIN = 'mmlite_copy'
 const BATCH = 2000
 
 export function lockSql(ks: string[]): string {
   return `LOCK TABLE ${ks.map(k => tableOf(k).qualified).join(', ')} IN EXCLUSIVE MODE`
+}
+
+/** after BEGIN and lock_timeout: row text that compares equal across nodes, then the lock */
+function sessionSetup(ks: string[]): string[] {
+  return ["SET LOCAL TimeZone = 'UTC'", "SET LOCAL DateStyle = 'ISO, YMD'", 'SET LOCAL extra_float_digits = 3', lockSql(ks)]
 }
 
 export function addTablesSql(cluster: string, ks: string[]): string {
@@ -87,102 +93,86 @@ export interface ActivationReport {
 async function activate(t: TablesCtx, ctx: StepContext): Promise<ActivationReport> {
   const adds = t.work.adds
   const names = t.cfg.nodes.map(n => n.name)
-  const sessions = new Map<string, pg.Client>()
-  let committed = false
+  const setup = sessionSetup(adds)
+  ctx.progress(`locking ${adds.map(k => tableOf(k).display).join(', ')} on every node`)
   try {
-    await Promise.all(
-      names.map(async n => {
-        const s = await ctx.cluster.node(n).newSession('mmlite tables')
-        sessions.set(n, s)
-        await s.query('BEGIN')
-        await s.query(`SET LOCAL lock_timeout = ${ql(`${t.timeoutMs}ms`)}`)
-        await s.query("SET LOCAL TimeZone = 'UTC'")
-        await s.query("SET LOCAL DateStyle = 'ISO, YMD'")
-        await s.query('SET LOCAL extra_float_digits = 3')
-        ctx.progress(`locking ${adds.map(k => tableOf(k).display).join(', ')} on ${n}`)
-        await s.query(lockSql(adds))
-      }),
-    )
     const t0 = Date.now()
-    const report: ActivationReport = {tables: [], lockMs: 0}
-    const inserts = new Map<string, Array<{qualified: string; cols: string[]; key: string[]; rows: string[]; updates: string[]}>>(names.map(n => [n, []]))
-    for (const k of adds) {
-      const q = tableOf(k).qualified
-      const cols = await columns(sessions.get(names[0])!, q)
-      const data = new Map<string, Map<string, string>>()
-      await Promise.all(names.map(async n => data.set(n, await readRows(sessions.get(n)!, q, cols.key))))
-      // the union; a key with two different rows is a conflict, unless the source holds it (its row wins)
-      const src = t.source
-      const order = src ? [src, ...names.filter(n => n !== src)] : names
-      const union = new Map<string, {row: string; from: string}>()
-      const overwrite = new Map<string, string[]>(names.map(n => [n, []]))
-      const conflicts: string[] = []
-      for (const n of order) {
-        for (const [key, row] of data.get(n)!) {
-          const u = union.get(key)
-          if (!u) union.set(key, {row, from: n})
-          else if (u.row !== row) {
-            if (u.from === src) overwrite.get(n)!.push(u.row)
-            else if (conflicts.length < 5) conflicts.push(`key ${key}: ${u.from} has ${u.row}, ${n} has ${row}`)
-            else conflicts.push('')
-          }
-        }
-      }
-      if (conflicts.length) {
-        const n = conflicts.length
-        throw new MmliteError(`table ${tableOf(k).display} holds different rows under the same key on different nodes${src ? ` (keys ${src} does not hold)` : ''}; no row was changed and it is not replicated yet`, {
-          code: ExitCode.Preflight,
-          details: [...conflicts.filter(Boolean), ...(n > 5 ? [`(${n} keys in all)`] : [])],
-          suggestions: [
-            src
-              ? `Make those rows identical, or hold them on ${src} too, then re-run.`
-              : `Re-run with --source NODE (alias of --seed) to take that node's row wherever nodes disagree, or make the rows identical. Nodes holding different keys are merged.`,
-          ],
-        })
-      }
-      const entry = {table: tableOf(k).display, copied: {} as Record<string, number>, overwritten: {} as Record<string, number>, rows: {} as Record<string, number>}
-      for (const n of names) {
-        const mine = data.get(n)!
-        const missing = [...union].filter(([key]) => !mine.has(key)).map(([, u]) => u.row)
-        entry.rows[n] = mine.size
-        entry.copied[n] = missing.length
-        entry.overwritten[n] = overwrite.get(n)!.length
-        if (missing.length || overwrite.get(n)!.length) inserts.get(n)!.push({qualified: q, cols: cols.insert, key: cols.key, rows: missing, updates: overwrite.get(n)!})
-      }
-      report.tables.push(entry)
-    }
-    await Promise.all(
-      names.map(async n => {
-        const s = sessions.get(n)!
-        const work = inserts.get(n)!
-        if (work.length) for (const q of ORIGIN_SQL) await s.query(q)
-        for (const w of work) {
-          for (let i = 0; i < w.updates.length; i += BATCH) await s.query(updateSql(w.qualified, w.cols, w.key), [`[${w.updates.slice(i, i + BATCH).join(',')}]`])
-          for (let i = 0; i < w.rows.length; i += BATCH) {
-            await s.query(insertSql(w.qualified, w.cols), [`[${w.rows.slice(i, i + BATCH).join(',')}]`])
-            ctx.progress(`${n}: ${w.qualified} ${Math.min(i + BATCH, w.rows.length)}/${w.rows.length} rows copied`)
-          }
-        }
-        await s.query(addTablesSql(t.cfg.cluster, adds))
-      }),
-    )
-    // every node is ready: commit everywhere at once (the window between the commits is what
-    // a kill must not hit; see ./index.ts)
-    await Promise.all(names.map(n => sessions.get(n)!.query('COMMIT')))
-    committed = true
+    const report = await commitTogether(ctx, names, {appName: 'mmlite tables', lockTimeoutMs: t.timeoutMs, setup}, sessions => fill(t, ctx, sessions))
     report.lockMs = Date.now() - t0
     return report
   } catch (e) {
     if (e instanceof MmliteError) throw e
     throw new MmliteError(`adding ${adds.map(k => tableOf(k).display).join(', ')} failed: ${errorMessage(e)}; nothing was committed`, {code: ExitCode.Failed})
-  } finally {
-    await Promise.all(
-      [...sessions.values()].map(async s => {
-        if (!committed) await s.query('ROLLBACK').catch(() => {})
-        await s.end().catch(() => {})
-      }),
-    )
   }
+}
+
+/** With every node's lock held: read, merge, write what each node lacks, publish (committed by the caller). */
+async function fill(t: TablesCtx, ctx: StepContext, sessions: Map<string, pg.Client>): Promise<ActivationReport> {
+  const adds = t.work.adds
+  const names = t.cfg.nodes.map(n => n.name)
+  const report: ActivationReport = {tables: [], lockMs: 0}
+  const inserts = new Map<string, Array<{qualified: string; cols: string[]; key: string[]; rows: string[]; updates: string[]}>>(names.map(n => [n, []]))
+  for (const k of adds) {
+    const q = tableOf(k).qualified
+    const cols = await columns(sessions.get(names[0])!, q)
+    const data = new Map<string, Map<string, string>>()
+    await Promise.all(names.map(async n => data.set(n, await readRows(sessions.get(n)!, q, cols.key))))
+    // the union; a key with two different rows is a conflict, unless the source holds it (its row wins)
+    const src = t.source
+    const order = src ? [src, ...names.filter(n => n !== src)] : names
+    const union = new Map<string, {row: string; from: string}>()
+    const overwrite = new Map<string, string[]>(names.map(n => [n, []]))
+    const conflicts: string[] = []
+    for (const n of order) {
+      for (const [key, row] of data.get(n)!) {
+        const u = union.get(key)
+        if (!u) union.set(key, {row, from: n})
+        else if (u.row !== row) {
+          if (u.from === src) overwrite.get(n)!.push(u.row)
+          else if (conflicts.length < 5) conflicts.push(`key ${key}: ${u.from} has ${u.row}, ${n} has ${row}`)
+          else conflicts.push('')
+        }
+      }
+    }
+    if (conflicts.length) {
+      const n = conflicts.length
+      throw new MmliteError(`table ${tableOf(k).display} holds different rows under the same key on different nodes${src ? ` (keys ${src} does not hold)` : ''}; no row was changed and it is not replicated yet`, {
+        code: ExitCode.Preflight,
+        details: [...conflicts.filter(Boolean), ...(n > 5 ? [`(${n} keys in all)`] : [])],
+        suggestions: [
+          src
+            ? `Make those rows identical, or hold them on ${src} too, then re-run.`
+            : `Re-run with --source NODE (alias of --seed) to take that node's row wherever nodes disagree, or make the rows identical. Nodes holding different keys are merged.`,
+        ],
+      })
+    }
+    const entry = {table: tableOf(k).display, copied: {} as Record<string, number>, overwritten: {} as Record<string, number>, rows: {} as Record<string, number>}
+    for (const n of names) {
+      const mine = data.get(n)!
+      const missing = [...union].filter(([key]) => !mine.has(key)).map(([, u]) => u.row)
+      entry.rows[n] = mine.size
+      entry.copied[n] = missing.length
+      entry.overwritten[n] = overwrite.get(n)!.length
+      if (missing.length || overwrite.get(n)!.length) inserts.get(n)!.push({qualified: q, cols: cols.insert, key: cols.key, rows: missing, updates: overwrite.get(n)!})
+    }
+    report.tables.push(entry)
+  }
+  await Promise.all(
+    names.map(async n => {
+      const s = sessions.get(n)!
+      const work = inserts.get(n)!
+      if (work.length) for (const q of ORIGIN_SQL) await s.query(q)
+      for (const w of work) {
+        for (let i = 0; i < w.updates.length; i += BATCH) await s.query(updateSql(w.qualified, w.cols, w.key), [`[${w.updates.slice(i, i + BATCH).join(',')}]`])
+        for (let i = 0; i < w.rows.length; i += BATCH) {
+          await s.query(insertSql(w.qualified, w.cols), [`[${w.rows.slice(i, i + BATCH).join(',')}]`])
+          ctx.progress(`${n}: ${w.qualified} ${Math.min(i + BATCH, w.rows.length)}/${w.rows.length} rows copied`)
+        }
+      }
+      await s.query(addTablesSql(t.cfg.cluster, adds))
+    }),
+  )
+  return report
 }
 
 export function activateStep(t: TablesCtx): Step {
@@ -196,7 +186,8 @@ export function activateStep(t: TablesCtx): Step {
     label: `copy missing rows and start publishing ${t.work.adds.map(k => tableOf(k).display).join(', ')}`,
     sql: [
       'BEGIN',
-      lockSql(t.work.adds),
+      lockTimeoutSql(t.timeoutMs),
+      ...sessionSetup(t.work.adds),
       `-- once every node holds its lock: rows the other nodes hold and ${n.name} lacks, if any, under origin ${COPY_ORIGIN} (never sent on):`,
       ...ORIGIN_SQL,
       ...(t.source ? t.work.adds.map(k => updateSql(tableOf(k).qualified, ['…'], ['<key>'])) : []),

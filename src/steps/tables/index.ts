@@ -13,10 +13,11 @@
  * sent at all.
  *
  * The procedure (step ids as in --dry-run):
- *   tables-unpublish, tables-drain   (only when tables leave the file) they leave `<cluster>`
- *       on every node at D_A; every link then applies its publisher's WAL up to a position
- *       after D_A, so writes made while the table was replicated arrive everywhere; it then
- *       stops; the data stays.
+ *   tables-unpublish, tables-drain   (only when tables leave the file, or are re-added because
+ *       an older run published them without refreshing the subscriptions) they leave
+ *       `<cluster>` on every node at D_A; every link then applies its publisher's WAL up to a
+ *       position after D_A, so writes made while the table was replicated arrive everywhere
+ *       and none is still in flight; it then stops; the data stays.
  *   tables-stage   on every node the announce publication `<cluster>_stage` lists the new
  *       tables with publish = '': a walsender naming it sends nothing for them (pubactions
  *       all false), but REFRESH on a subscriber can read it.
@@ -86,7 +87,7 @@ export function buildTableSteps(t: TablesCtx): Step[] {
   const steps: Step[] = []
   const {work} = t
   if (work.removes.length || work.broken.length) steps.push(unpublishStep(t))
-  if (work.removes.length) steps.push(drainStep(t))
+  if (work.removes.length || work.broken.length) steps.push(drainStep(t))
   if (work.adds.length) steps.push(stageStep(t))
   if (work.adds.length || work.removes.length) steps.push(subscriptionsStep(t))
   if (work.adds.length) steps.push(activateStep(t))

@@ -32,9 +32,10 @@ async function waitConfirmed(ctx: StepContext, from: string, slot: string, timeo
 }
 
 /**
- * After the removed tables left the publications: every subscriber applies what was
- * committed before (so writes made while a table was replicated arrive everywhere), then its
- * subscription forgets the table (next step).
+ * After the removed (or broken) tables left the publications: every subscriber applies what
+ * was committed before (so writes made while a table was replicated arrive everywhere, and no
+ * change of a table being re-added is still in flight when it is locked), then its
+ * subscription forgets a removed table (next step).
  */
 export function drainStep(t: TablesCtx): Step {
   const edges = t.cfg.nodes.flatMap(n => t.state.get(n.name)!.subs)
@@ -42,7 +43,9 @@ export function drainStep(t: TablesCtx): Step {
     node: e.from,
     label: `wait until ${e.to} has applied ${e.from}'s changes up to now`,
     sql: [],
+    // a table being re-added (broken) stays known: its drain is simply waited for again
     check: async ctx => {
+      if (t.work.broken.length) return false
       const s = (await readNodeState(ctx.cfg, ctx.cluster, e.to)).subs.find(x => x.name === e.name)!
       return t.work.removes.every(k => !s.rels.has(k))
     },
