@@ -9,6 +9,7 @@ import {publicationName} from '../../cluster/naming.js'
 import type {Action, Step, StepContext} from '../../engine/types.js'
 import {readNodeState, stageName, tableOf} from './state.js'
 import type {TablesCtx} from './index.js'
+import {activated} from './activate.js'
 
 const list = (ks: string[]) => ks.map(k => tableOf(k).qualified).join(', ')
 
@@ -101,7 +102,7 @@ export function unstageStep(t: TablesCtx): Step {
       // before the activation the tables are not in <cluster> yet: the step is still to come
       check: async ctx => {
         const s = await readNodeState(ctx.cfg, ctx.cluster, n.name)
-        return (s.stage?.size ?? 0) === 0 && t.work.adds.every(k => s.shop?.has(k))
+        return (s.stage?.size ?? 0) === 0 && (await activated(ctx, t))
       },
       run: async ctx => {
         const l = await left(ctx, n.name)
