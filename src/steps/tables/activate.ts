@@ -36,7 +36,11 @@ export function addTablesSql(cluster: string, ks: string[]): string {
   return `ALTER PUBLICATION ${qi(publicationName(cluster))} ADD TABLE ${ks.map(k => tableOf(k).qualified).join(', ')}`
 }
 
+// before copying rows: tagged with our origin (never sent on), and as a replica so that no
+// trigger of the table owner's runs with mmlite's (superuser) rights; the rows were checked
+// by the node they come from (foreign keys included)
 const ORIGIN_SQL = [
+  'SET LOCAL session_replication_role = replica',
   `SELECT pg_catalog.pg_replication_origin_create(${ql(COPY_ORIGIN)}::pg_catalog.text) WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_origin o WHERE o.roname = ${ql(COPY_ORIGIN)}::pg_catalog.text)`,
   `SELECT pg_catalog.pg_replication_origin_session_setup(${ql(COPY_ORIGIN)}::pg_catalog.text)`,
 ]
