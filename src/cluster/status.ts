@@ -17,6 +17,7 @@
  * Evaluate (pure, unit-tested): per directed link from→to, ok / warning / critical / paused with
  * reasons; overall health = worst, `unknown` when no node could be reached.
  */
+import {collectClusterDrift, withDrift, type Drift} from './drift.js'
 import type {Config, HealthThresholds} from '../config/config.js'
 import {NodeConn, classifyConnectError, type ConnectFailure} from '../db/node.js'
 import {describeTarget} from '../db/conninfo.js'
@@ -160,6 +161,8 @@ export interface StatusResult {
   nodes: NodeStatus[]
   links: LinkStatus[]
   unfinished: Array<{key: string; command: string; startedAt: string}>
+  /** replicated tables whose definition differs between nodes (src/cluster/drift.ts) */
+  drift?: Drift[]
 }
 
 // ------------------------------------------------------------------------------------ SQL
@@ -327,11 +330,12 @@ export function readUnfinished(cfg: Config): UnfinishedOp[] {
 /** Query every node concurrently and evaluate. Never throws for a node; a bad journal is a config error. */
 export async function collectStatus(cfg: Config, opts: CollectOptions): Promise<StatusResult> {
   const unfinished = readUnfinished(cfg)
-  const probes = await Promise.all(cfg.nodes.map(n => probeNode(cfg, n.name, opts)))
+  // schema hook: drift is collected on its own connections, next to the probes
+  const [probes, drift] = await Promise.all([Promise.all(cfg.nodes.map(n => probeNode(cfg, n.name, opts))), collectClusterDrift(cfg, opts.timeoutMs)])
   const stuck = await probeStuck(cfg, probes, unfinished, opts)
   const now = new Date()
   const errorsRecent = await recentErrors(cfg, probes, now, opts.thresholds.errorWindowSeconds)
-  return evaluate({
+  const result = evaluate({
     cluster: cfg.cluster,
     probes,
     thresholds: opts.thresholds,
@@ -341,6 +345,7 @@ export async function collectStatus(cfg: Config, opts: CollectOptions): Promise<
     stuck,
     errorsRecent,
   })
+  return withDrift(result, drift)
 }
 
 /** Remember the error counts seen (cluster/error-history.ts); the links whose counts rose recently. */

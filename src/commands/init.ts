@@ -22,7 +22,10 @@ Without a configuration file, on a terminal, a wizard asks for the cluster name,
   ]
 
   static override flags = {
-    seed: Flags.string({summary: 'Node whose table contents are copied to the others (default: the only node with data, else the first node).'}),
+    seed: Flags.string({
+      aliases: ['source'],
+      summary: 'Node whose table contents are copied to the others (default: the only node with data, else the first node); for tables added to an initialized cluster (alias --source): its rows win where nodes disagree.',
+    }),
     'no-copy': Flags.boolean({summary: 'Nodes already hold identical data (e.g. restored from one backup): copy nothing.', default: false}),
     'fix-settings': Flags.boolean({summary: 'Apply fixes that need no restart (output_plugin_libraries) before checking again.', default: false}),
     'dry-run': Flags.boolean({summary: 'Print the SQL each node would run, change nothing.', default: false}),

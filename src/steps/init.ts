@@ -33,6 +33,7 @@ import {pollUntil} from '../util/poll.js'
 import type {PreflightResult, Problem} from './preflight.js'
 import {edgeName} from '../cluster/naming.js'
 import {dataBeforeSlotsError, guardedSlotsAction} from './init/guarded-slots.js'
+import {withTableReconcile} from './tables/index.js'
 
 export const TABLESYNC_ORIGIN_MIN = 140000
 
@@ -279,7 +280,9 @@ export async function runInit(cfg: Config, opts: InitOptions): Promise<InitResul
     const problems = [...pf.problems, ...seedChoice.problems]
     if (problems.length) throw preflightError(problems)
 
-    const steps = buildInitSteps(cfg, pf.versions, {seed: seedChoice.seed, noCopy, timeoutMs: opts.timeoutMs})
+    const initSteps = buildInitSteps(cfg, pf.versions, {seed: seedChoice.seed, noCopy, timeoutMs: opts.timeoutMs})
+    // schema hook: on a complete mesh, tables added to / removed from mmlite.yaml (src/steps/tables/)
+    const steps = await withTableReconcile(cfg, cluster, initSteps, opts.timeoutMs, opts.seed)
     const base = {cfg, cluster, journal}
     const plan = await planSteps(steps, base)
     const edges = initEdges(cfg, pf.versions)
@@ -301,8 +304,10 @@ export async function runInit(cfg: Config, opts: InitOptions): Promise<InitResul
     }
     await opts.confirm(plan)
     await journal.begin('init', 'init')
-    if (seedChoice.seed) await journal.set('seed', seedChoice.seed)
-    else await journal.set('noCopy', true)
+    // a complete mesh has no seed to remember (--seed/--source then only picks the rows that win for added tables)
+    const seeding = seedChoice.seed && plan.some(s => s.id === 'seed-subscriptions' && s.status === 'planned')
+    if (seeding) await journal.set('seed', seedChoice.seed)
+    else if (noCopy) await journal.set('noCopy', true)
     result.steps = await runSteps(steps, base, {dryRun: false, mode: opts.mode, write: opts.write})
     result.changed = true
     await journal.finish()

@@ -11,6 +11,7 @@ import {edgeName} from '../cluster/naming.js'
 import {escapeLiteral as ql} from '../db/quote.js'
 import {classifyConnectError} from '../db/node.js'
 import {MmliteError, ExitCode, errorMessage} from '../errors.js'
+import {collectDrift, driftLine, DRIFT_FIX} from '../cluster/drift.js'
 
 export interface Problem {
   node?: string
@@ -223,35 +224,9 @@ export async function preflight(
     if (!r.ok) problems.push({node: name, check: 'query', message: errorMessage(r.error)})
   }
 
-  // same columns everywhere (compared with the first node that has the table)
-  cfg.tables.forEach((t, i) => {
-    let ref: {node: string; cols: string[]} | undefined
-    for (const node of names) {
-      const cols = tables.get(node)?.columns[i]
-      if (!cols) continue
-      if (!ref) {
-        ref = {node, cols}
-        continue
-      }
-      const a = new Set(ref.cols)
-      const b = new Set(cols)
-      const onlyRef = ref.cols.filter(x => !b.has(x))
-      const onlyHere = cols.filter(x => !a.has(x))
-      if (onlyRef.length || onlyHere.length) {
-        problems.push({
-          node,
-          check: 'columns',
-          message: `table ${t.display} differs from ${ref.node}: ${[
-            onlyRef.length ? `${ref.node} has ${onlyRef.join(', ')}` : '',
-            onlyHere.length ? `${node} has ${onlyHere.join(', ')}` : '',
-          ]
-            .filter(Boolean)
-            .join('; ')}`,
-          fix: 'Make the table definitions identical on every node (same column names and types).',
-        })
-      }
-    }
-  })
+  // schema hook: one comparison of columns, types, primary key and replica identity (src/cluster/drift.ts)
+  const drift = await collectDrift(names.filter(n => tables.has(n)).map(n => cluster.node(n)), cfg.tables)
+  for (const d of drift) problems.push({node: d.nodes[1], check: 'columns', message: driftLine(d), fix: DRIFT_FIX})
 
   return {facts, versions, tables, subscribed, problems, warnings}
 }

@@ -3,6 +3,7 @@
  * for statuses only). Pure: result in, lines out. Never sees a DSN: targets are
  * host:port/db and errors were redacted when collected.
  */
+import {driftLine} from '../cluster/drift.js'
 import chalk from 'chalk'
 import type {Health, LinkState, LinkStatus, NodeStatus, StatusResult} from '../cluster/status.js'
 import {formatBytes, formatSeconds} from '../util/text.js'
@@ -161,6 +162,7 @@ export function renderStatus(r: StatusResult, opts: RenderOptions = {}): string[
   for (const u of r.unfinished) {
     lines.push(chalk.yellow(`! unfinished mmlite ${u.command} run (${u.key}, started ${u.startedAt}): re-run \`mmlite ${u.command}\` to finish it`))
   }
+  for (const d of r.drift ?? []) lines.push(chalk.yellow(`! schema drift: ${driftLine(d)}`))
   lines.push(...renderNodes(r))
   if (r.nodes.length > 1) {
     lines.push('')
