@@ -8,6 +8,7 @@
  *   - apply errors counted on a link that applies again → --fix resets the counters;
  *   - a table whose replica identity is NOTHING on one node → critical;
  *   - unlimited max_slot_wal_keep_size → warning with the ALTER SYSTEM fix;
+ *   - a column one node has and the others not → drift warning;
  *   - a node down → named, critical, the others still checked.
  */
 import assert from 'node:assert/strict'
@@ -176,6 +177,21 @@ describe('doctor: findings and fixes on a real mesh (PostgreSQL 16, 17, 18)', fu
     } finally {
       await h.sql(servers[2], 'ALTER TABLE public.users REPLICA IDENTITY DEFAULT')
     }
+  })
+
+  it('schema drift: a column only one node has is a warning naming the table, the nodes and the difference', async () => {
+    await h.sql(servers[1], 'ALTER TABLE public.users ADD COLUMN note text')
+    try {
+      const {out} = await doctor(cfg)
+      const d = findings(out, 'drift')
+      assert.equal(d.length, 1, JSON.stringify(out.findings, null, 1))
+      assert.equal(d[0].object, 'public.users')
+      assert.equal(d[0].node, 'node2')
+      assert.match(d[0].message, /node2 has note text/)
+    } finally {
+      await h.sql(servers[1], 'ALTER TABLE public.users DROP COLUMN note')
+    }
+    assert.equal(findings((await doctor(cfg)).out, 'drift').length, 0)
   })
 
   it('a node that is down is named; the others are still checked (exit 2)', async () => {

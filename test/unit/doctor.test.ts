@@ -39,6 +39,7 @@ function facts(name: string, over: Partial<NodeFacts> = {}): NodeFacts {
     publications: ['shop'],
     origins: ['pg_100', 'pg_101'],
     tables: [{table: 'public.users', qualified: '"public"."users"', exists: true, replident: 'd', has_pk: true, has_identity_index: false}],
+    shapes: [],
     sequences: [],
     ...over,
   }

@@ -9,6 +9,7 @@ import {escapeIdentifier} from '../../db/quote.js'
 import {MmliteError} from '../../errors.js'
 import {parseLibraryList} from '../../cluster/capabilities.js'
 import {sleep} from '../../util/poll.js'
+import {readShapes} from '../../cluster/drift.js'
 import type {NodeFacts, NodeResult, SequenceFact, SlotFact, SubFact, TableFact} from './types.js'
 
 const SETTINGS_SQL = `
@@ -139,6 +140,7 @@ async function readNode(cfg: Config, c: NodeConn, opts: CollectOptions): Promise
   const origins = await c.query<{roname: string}>('SELECT o.roname FROM pg_catalog.pg_replication_origin o ORDER BY 1')
   const tables = await c.query<{ord: string; exists: boolean; replident: string | null; has_pk: boolean; has_identity_index: boolean}>(TABLES_SQL, [schemas, names])
   const sequences = await readSequences(c, cfg, schemas, names)
+  const shapes = await readShapes(c, cfg.tables)
   const left = opts.sampleMs - (Date.now() - t0)
   if (left > 0) await sleep(left)
   const second = (await c.one<{lsn: string | null; t: Date}>(LSN_SQL))!
@@ -177,6 +179,7 @@ async function readNode(cfg: Config, c: NodeConn, opts: CollectOptions): Promise
     publications: pubs.map(p => p.pubname),
     origins: origins.map(o => o.roname),
     tables: tables.map((t): TableFact => ({table: cfg.tables[Number(t.ord) - 1].display, qualified: cfg.tables[Number(t.ord) - 1].qualified, exists: t.exists, replident: t.replident, has_pk: t.has_pk, has_identity_index: t.has_identity_index})),
+    shapes,
     sequences,
   }
 }

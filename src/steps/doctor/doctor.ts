@@ -14,6 +14,7 @@ import type {Step, StepReport} from '../../engine/types.js'
 import {ExitCode} from '../../errors.js'
 import {readUnfinished} from '../../cluster/status.js'
 import {collectDoctor} from './collect.js'
+import {checkDrift} from './checks/drift.js'
 import {checkMinors} from './checks/minors.js'
 import {checkOrphans} from './checks/orphans.js'
 import {checkSequences} from './checks/sequences.js'
@@ -53,6 +54,7 @@ export function runChecks(input: DoctorInput): Finding[] {
     ...checkSubscriptions(input),
     ...checkWal(input),
     ...checkTables(input),
+    ...checkDrift(input),
     ...checkSequences(input),
     ...checkSettings(input),
     ...checkMinors(input),

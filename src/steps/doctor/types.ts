@@ -3,6 +3,7 @@
  * exact fix. The vocabulary shared by the collectors, the checks and the fixes.
  */
 import type {Config} from '../../config/config.js'
+import type {TableShape} from '../../cluster/drift.js'
 
 export type Severity = 'critical' | 'warning' | 'info'
 
@@ -99,6 +100,8 @@ export interface NodeFacts {
   publications: string[]
   origins: string[]
   tables: TableFact[]
+  /** columns, primary key and replica identity of each replicated table (null: missing), for drift */
+  shapes: (TableShape | null)[]
   sequences: SequenceFact[]
 }
 
