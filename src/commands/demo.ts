@@ -2,6 +2,7 @@ import {Errors, Flags} from '@oclif/core'
 import chalk from 'chalk'
 import {MmliteCommand} from '../ui/base-command.js'
 import {runInit} from '../steps/init.js'
+import {binDir} from '../local/server.js'
 import {
   DEFAULT_WORKLOAD,
   DEMO_CLUSTER,
@@ -73,6 +74,7 @@ Everything lives in <tmpdir>/mmlite-demo-<uid>; servers left there by an earlier
     }
 
     const major = Number(flags.pg) as DemoMajor
+    binDir(major) // the binaries first: when they are missing, say so before touching anything
     const t0 = Date.now()
     const left = await cleanupLeftovers(dir)
     const leftovers = left.stopped.map(s => ({name: s.name, port: s.port || null}))

