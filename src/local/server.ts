@@ -14,6 +14,14 @@
  *   <baseDir>/<name>/sock/       unix_socket_directories (never clashes with system sockets)
  *   <baseDir>/<name>/server.log  pg_ctl -l log file
  *
+ * Authentication (never `trust`): initdb -A scram-sha-256 with a random password per server, so
+ * no other OS user (nor anything without the password) can connect, over TCP or the socket. The
+ * passwords live in a libpq password file (0600, owned by the server OS user, in a 0700 dir):
+ * one per process by default (defaultPassFile()), or the `passFile` given to start() (demo).
+ * start() points PGPASSFILE at it, in this process (so node-postgres, the CLI run as a child,
+ * and every DSN without a password find it) and in the servers' environment (so their
+ * subscriptions and walreceivers do too). dsn() carries no password.
+ *
  * PostgreSQL refuses to run as root: when this process is root, initdb/pg_ctl run as the
  * `postgres` OS user (override with MMLITE_PG_OS_USER) via spawn uid/gid.
  *
@@ -23,8 +31,10 @@
  * `pg_ctl -D <their data dir> stop`, never by process name.
  */
 import {spawn, spawnSync} from 'node:child_process'
-import {existsSync, lstatSync, readFileSync, rmSync, symlinkSync} from 'node:fs'
+import {chmodSync, chownSync, existsSync, lstatSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync} from 'node:fs'
 import {chown, mkdir, mkdtemp, open, readFile, readdir, rm, stat, writeFile} from 'node:fs/promises'
+import {randomBytes} from 'node:crypto'
+import pg from 'pg'
 import {createRequire} from 'node:module'
 import net from 'node:net'
 import os from 'node:os'
@@ -286,7 +296,7 @@ async function chownToServer(p: string): Promise<void> {
 function childEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {}
   for (const [k, v] of Object.entries(process.env)) {
-    if (/^PG/.test(k)) continue
+    if (/^PG/.test(k) && !(k === 'PGPASSFILE' && v !== undefined && passFiles.has(v))) continue
     env[k] = v
   }
   const who = serverUser()
@@ -305,12 +315,12 @@ interface RunResult {
   stderr: string
 }
 
-function run(cmd: string, args: string[], cwd: string, timeoutMs: number): Promise<RunResult> {
+function run(cmd: string, args: string[], cwd: string, timeoutMs: number, extraEnv: NodeJS.ProcessEnv = {}): Promise<RunResult> {
   const who = serverUser()
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, {
       cwd,
-      env: childEnv(),
+      env: {...childEnv(), ...extraEnv},
       stdio: ['ignore', 'pipe', 'pipe'],
       ...(who.uid === undefined ? {} : {uid: who.uid, gid: who.gid}),
     })
@@ -339,6 +349,59 @@ function runSync(cmd: string, args: string[], cwd: string, timeoutMs: number): v
     timeout: timeoutMs,
     ...(who.uid === undefined ? {} : {uid: who.uid, gid: who.gid}),
   })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication: random passwords in a 0600 libpq password file
+// ---------------------------------------------------------------------------------------------
+
+/** password file → (server dir → its port and password); each file is rewritten whole from here. */
+const passFiles = new Map<string, Map<string, {port: number; password: string}>>()
+let defaultPass: string | undefined
+
+/** This process's password file for servers started without `passFile` (created on first use,
+ *  in a private 0700 dir owned by the server OS user, removed at exit). */
+export function defaultPassFile(): string {
+  if (defaultPass) return defaultPass
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mmlite-auth-'))
+  const who = serverUser()
+  if (who.uid !== undefined && who.gid !== undefined) chownSync(dir, who.uid, who.gid)
+  defaultPass = path.join(dir, 'pgpass')
+  writePassFile(defaultPass)
+  process.on('exit', () => {
+    if (!process.env.MMLITE_KEEP_TMP) rmSync(dir, {recursive: true, force: true})
+  })
+  return defaultPass
+}
+
+function pgpassEscape(v: string): string {
+  return v.replace(/[\\:]/g, m => `\\${m}`)
+}
+
+/** (Re)write a password file: one line per server and host spelling, mode 0600, server OS user's. */
+function writePassFile(file: string): void {
+  let entries = passFiles.get(file)
+  if (!entries) passFiles.set(file, (entries = new Map()))
+  const lines: string[] = []
+  for (const {port, password} of entries.values()) {
+    for (const host of ['127.0.0.1', 'localhost']) lines.push(`${host}:${port}:*:postgres:${pgpassEscape(password)}`)
+  }
+  writeFileSync(file, lines.length ? `${lines.join('\n')}\n` : '', {mode: 0o600})
+  chmodSync(file, 0o600)
+  const who = serverUser()
+  if (who.uid !== undefined && who.gid !== undefined) chownSync(file, who.uid, who.gid)
+}
+
+function setPassEntry(file: string, serverDir: string, entry?: {port: number; password: string}): void {
+  if (!passFiles.has(file)) passFiles.set(file, new Map())
+  const m = passFiles.get(file)!
+  if (entry) m.set(serverDir, entry)
+  else m.delete(serverDir)
+  writePassFile(file)
+}
+
+function newPassword(): string {
+  return randomBytes(24).toString('base64url')
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -413,6 +476,8 @@ export interface StartOptions {
   /** Leave the server running when this process exits (e.g. `mmlite demo`): not tracked by
    *  stopAllStarted() nor by the exit hook. */
   keepAlive?: boolean
+  /** libpq password file that gets this server's password (default: defaultPassFile()). */
+  passFile?: string
 }
 
 /** What is needed to find a server again from another process (see LocalServer.attach). */
@@ -426,6 +491,8 @@ export interface ServerInfo {
   socketDir: string
   /** Directory to remove on destroy (the server dir, or the mkdtemp base that holds it). */
   removeDir: string
+  /** libpq password file holding the server's password (default: this process's defaultPassFile()) */
+  passFile?: string
 }
 
 const started = new Set<LocalServer>()
@@ -442,6 +509,8 @@ export class LocalServer {
   readonly user = 'postgres'
   private portValue: number
   private readonly removeDir: string
+  /** libpq password file with this server's password (also PGPASSFILE of the server's processes) */
+  readonly passFile: string
   private settings: Record<string, string | number>
   private queue: Promise<unknown> = Promise.resolve()
   private destroyed = false
@@ -455,6 +524,7 @@ export class LocalServer {
     this.logFile = info.logFile
     this.socketDir = info.socketDir
     this.removeDir = info.removeDir
+    this.passFile = info.passFile ?? defaultPassFile()
     this.settings = {...settings}
   }
 
@@ -527,18 +597,25 @@ export class LocalServer {
     await chownToServer(logFile)
 
     const port = opts.port ?? (await freePort())
+    const passFile = opts.passFile ? path.resolve(opts.passFile) : defaultPassFile()
     const server = new LocalServer(
-      {major, name, port, serverDir, dataDir, logFile, socketDir, removeDir},
+      {major, name, port, serverDir, dataDir, logFile, socketDir, removeDir, passFile},
       opts.settings ?? {},
     )
     if (!opts.keepAlive) track(server)
+    process.env.PGPASSFILE = passFile
+    const password = newPassword()
+    const pwFile = path.join(serverDir, 'initdb.pw')
     try {
+      await writeFile(pwFile, `${password}\n`, {mode: 0o600})
+      await chownToServer(pwFile)
       const init = await run(
         path.join(bin, 'initdb'),
-        ['-D', dataDir, '-A', 'trust', '-U', 'postgres', '--encoding=UTF8', '--no-locale', '--no-sync'],
+        ['-D', dataDir, '-A', 'scram-sha-256', `--pwfile=${pwFile}`, '-U', 'postgres', '--encoding=UTF8', '--no-locale', '--no-sync'],
         serverDir,
         120_000,
       )
+      await rm(pwFile, {force: true})
       if (init.code !== 0) {
         throw new Error(
           `initdb for PostgreSQL ${major} server '${name}' failed (exit ${init.code ?? init.signal}):\n` +
@@ -546,6 +623,7 @@ export class LocalServer {
         )
       }
       for (let attempt = 1; ; attempt++) {
+        setPassEntry(passFile, serverDir, {port: server.port, password})
         await server.writeConf()
         try {
           await server.pgCtlStart()
@@ -557,17 +635,39 @@ export class LocalServer {
         }
       }
     } catch (err) {
+      await rm(pwFile, {force: true}).catch(() => {})
       await server.destroy().catch(() => {})
       throw err
     }
     return server
   }
 
+  /** Change the password of the `postgres` role (ALTER ROLE) and in the password file. For tests
+   *  whose DSNs carry a password of their own. */
+  async setPassword(password: string): Promise<void> {
+    const entry = passFiles.get(this.passFile)?.get(this.serverDir)
+    const c = new pg.Client({host: this.host, port: this.port, user: this.user, database: 'postgres', password: entry?.password})
+    await c.connect()
+    try {
+      await c.query(`ALTER ROLE postgres PASSWORD ${c.escapeLiteral(password)}`)
+    } finally {
+      await c.end()
+    }
+    setPassEntry(this.passFile, this.serverDir, {port: this.port, password})
+  }
+
   /** A handle on an existing server dir created by LocalServer.start (e.g. from `mmlite demo` state).
    *  Not tracked for automatic cleanup unless `track` is set. */
-  static attach(info: ServerInfo, opts: {track?: boolean} = {}): LocalServer {
+  static attach(info: ServerInfo, opts: {track?: boolean; sameAuthAs?: LocalServer} = {}): LocalServer {
     const server = new LocalServer(info, {})
     if (opts.track) track(server)
+    if (opts.sameAuthAs) {
+      // a copy of another server's data directory (physical standby): same roles, same password
+      const entry = passFiles.get(opts.sameAuthAs.passFile)?.get(opts.sameAuthAs.serverDir)
+      if (!entry) throw new Error(`internal: no password recorded for ${opts.sameAuthAs}`)
+      setPassEntry(server.passFile, server.serverDir, {port: server.port, password: entry.password})
+      process.env.PGPASSFILE = server.passFile
+    }
     return server
   }
 
@@ -582,6 +682,7 @@ export class LocalServer {
       logFile: this.logFile,
       socketDir: this.socketDir,
       removeDir: this.removeDir,
+      passFile: this.passFile,
     }
   }
 
@@ -638,6 +739,7 @@ export class LocalServer {
       if (existsSync(this.dataDir)) await this.pgCtlStop('immediate').catch(() => {})
       this.destroyed = true
       started.delete(this)
+      if (passFiles.get(this.passFile)?.has(this.serverDir)) setPassEntry(this.passFile, this.serverDir)
       await rm(this.removeDir, {recursive: true, force: true})
       if (!isInside(this.socketDir, this.removeDir)) await rm(this.socketDir, {recursive: true, force: true})
     })
@@ -709,6 +811,7 @@ export class LocalServer {
       ['-D', this.dataDir, '-l', this.logFile, '-w', '-t', String(START_TIMEOUT_S), 'start'],
       this.serverDir,
       (START_TIMEOUT_S + 30) * 1000,
+      {PGPASSFILE: this.passFile},
     )
     if (r.code === 0) return
     const log = (await this.readLog()).slice(logStart)
