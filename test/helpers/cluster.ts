@@ -157,8 +157,13 @@ export async function withCleanup<T>(body: () => Promise<T>, ...cleanups: Array<
 /** The real CLI (compiled: `npm test` builds first, checked by assertDistFresh) as a child process. */
 export function runCli(args: string[], opts: {env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number} = {}): Promise<CliResult> {
   assertDistFresh()
+  return runProgram(process.execPath, [path.join(ROOT, 'bin/run.js'), ...args], {...opts, timeoutMs: opts.timeoutMs ?? 180_000})
+}
+
+/** Any program as a child process (no stdin), its output collected; killed after timeoutMs. */
+export function runProgram(cmd: string, args: string[], opts: {env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number} = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(ROOT, 'bin/run.js'), ...args], {
+    const child = spawn(cmd, args, {
       cwd: opts.cwd ?? ROOT,
       env: {...process.env, CI: '1', ...opts.env},
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -169,8 +174,8 @@ export function runCli(args: string[], opts: {env?: NodeJS.ProcessEnv; cwd?: str
     child.stderr.on('data', d => (stderr += d))
     const timer = setTimeout(() => {
       child.kill('SIGKILL')
-      reject(new Error(`mmlite ${args.join(' ')} timed out\nstdout:\n${stdout}\nstderr:\n${stderr}`))
-    }, opts.timeoutMs ?? 180_000)
+      reject(new Error(`${path.basename(cmd)} ${args.join(' ')} timed out\nstdout:\n${stdout}\nstderr:\n${stderr}`))
+    }, opts.timeoutMs ?? 300_000)
     child.on('error', reject)
     child.on('close', (code, signal) => {
       clearTimeout(timer)

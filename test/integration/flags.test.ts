@@ -1,7 +1,7 @@
 /**
  * Flags with one meaning in every command (real CLI, one real server):
  *  - --timeout (the whole wait) and --connect-timeout (each connection) accept durations with
- *    units everywhere; a bad duration is exit 10 naming the fix
+ *    units everywhere; a bad duration is exit 10 naming the fix (the parser: remove-node-plan.test.ts)
  *  - an unknown node is the same refusal (exit 10, `unknown node "x"`) in every command
  *  - skip-tx --from/--to (--node a deprecated alias); --from X --to X is an error
  *  - no flag is accepted and ignored (demo -c)
@@ -11,7 +11,6 @@ import {rm} from 'node:fs/promises'
 import path from 'node:path'
 import * as h from '../helpers/cluster.js'
 import {LocalServer, stopAllStarted} from '../../src/local/server.js'
-import {parseDurationMs} from '../../src/util/duration.js'
 
 describe('flags: one meaning, durations with units, the same exit code for an unknown node', function () {
   this.timeout(180_000)
@@ -28,15 +27,6 @@ describe('flags: one meaning, durations with units, the same exit code for an un
   after(async () => {
     await stopAllStarted()
     if (dir) await rm(dir, {recursive: true, force: true})
-  })
-
-  it('durations: 30s, 5m, 500ms, 1h, plain seconds; anything else refused', () => {
-    assert.equal(parseDurationMs('30s'), 30_000)
-    assert.equal(parseDurationMs('5m'), 300_000)
-    assert.equal(parseDurationMs('500ms'), 500)
-    assert.equal(parseDurationMs('1h'), 3_600_000)
-    assert.equal(parseDurationMs('7'), 7000)
-    for (const bad of ['', 'soon', '-1s', '0', '5 days']) assert.throws(() => parseDurationMs(bad), bad)
   })
 
   it('every command takes --timeout and --connect-timeout as durations; a bad one is exit 10 with the fix', async () => {

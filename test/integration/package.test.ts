@@ -6,31 +6,13 @@
  * bin/dev.js) plus LICENSE; the install holds no PostgreSQL server binaries.
  */
 import assert from 'node:assert/strict'
-import {spawn} from 'node:child_process'
 import {existsSync, readFileSync} from 'node:fs'
 import {chmod, lstat, readdir, rm} from 'node:fs/promises'
 import path from 'node:path'
 import {LocalServer} from '../../src/local/server.js'
-import {ROOT, tempDir, writeConfig, createSchema, type CliResult} from '../helpers/cluster.js'
+import {ROOT, tempDir, writeConfig, createSchema, runProgram} from '../helpers/cluster.js'
 
-function run(cmd: string, args: string[], opts: {cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number} = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, {cwd: opts.cwd ?? ROOT, env: {...process.env, CI: '1', ...opts.env}, stdio: ['ignore', 'pipe', 'pipe']})
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', d => (stdout += d))
-    child.stderr.on('data', d => (stderr += d))
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL')
-      reject(new Error(`${cmd} ${args.join(' ')} timed out\n${stdout}\n${stderr}`))
-    }, opts.timeoutMs ?? 300_000)
-    child.on('error', reject)
-    child.on('close', (code, signal) => {
-      clearTimeout(timer)
-      resolve({code, signal, stdout, stderr})
-    })
-  })
-}
+const run = runProgram
 
 /** Every file under dir (no symlink following) with its size. */
 async function walk(dir: string, out: Array<{file: string; size: number}> = []): Promise<Array<{file: string; size: number}>> {

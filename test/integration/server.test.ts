@@ -105,7 +105,7 @@ describe('LocalServer (real PostgreSQL 14-18)', function () {
     // libpq (psql) without a password file, over TCP and over the socket
     const psql = pgProgram(15, 'psql')
     assert.ok(psql, 'psql (PostgreSQL 15) for the libpq check')
-    const env = {...process.env, PGPASSFILE: '/nonexistent', PGPASSWORD: ''}
+    const env: NodeJS.ProcessEnv = {...process.env, PGPASSFILE: '/nonexistent'}
     delete env.PGPASSWORD
     for (const host of ['127.0.0.1', s.socketDir]) {
       const r = spawnSync(psql, ['-w', '-h', host, '-p', String(s.port), '-U', 'postgres', '-d', 'postgres', '-c', 'SELECT 1'], {encoding: 'utf8', env})
