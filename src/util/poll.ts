@@ -22,7 +22,8 @@ export async function pollUntil(
     if (await cond()) return
     if (Date.now() >= deadline) {
       const whole = deadline < own
-      throw new MmliteError(`timed out ${whole ? 'at the end of --timeout' : `after ${Math.round(opts.timeoutMs / 1000)} s`} waiting for ${opts.what}`, {
+      const waited = Math.round((Date.now() - (own - opts.timeoutMs)) / 1000)
+      throw new MmliteError(`timed out after ${waited} s waiting for ${opts.what}${whole ? ' (the end of --timeout, the whole wait of the command)' : ''}`, {
         code: ExitCode.Timeout,
         suggestions: [...(opts.hint ? [opts.hint] : []), ...(whole ? ['Re-run the same command to continue, with a longer --timeout (e.g. --timeout 30m).'] : [])],
       })
