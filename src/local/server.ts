@@ -31,7 +31,7 @@
  * `pg_ctl -D <their data dir> stop`, never by process name.
  */
 import {spawn, spawnSync} from 'node:child_process'
-import {chmodSync, chownSync, existsSync, lstatSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync} from 'node:fs'
+import {chmodSync, chownSync, existsSync, lstatSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync} from 'node:fs'
 import {chown, mkdir, mkdtemp, open, readFile, readdir, rm, stat, writeFile} from 'node:fs/promises'
 import {randomBytes} from 'node:crypto'
 import pg from 'pg'
@@ -386,10 +386,13 @@ function writePassFile(file: string): void {
   for (const {port, password} of entries.values()) {
     for (const host of ['127.0.0.1', 'localhost']) lines.push(`${host}:${port}:*:postgres:${pgpassEscape(password)}`)
   }
-  writeFileSync(file, lines.length ? `${lines.join('\n')}\n` : '', {mode: 0o600})
-  chmodSync(file, 0o600)
+  // atomically (write + rename): a server's walreceiver may read it at any moment
+  const tmp = `${file}.${process.pid}.tmp`
+  writeFileSync(tmp, lines.length ? `${lines.join('\n')}\n` : '', {mode: 0o600})
+  chmodSync(tmp, 0o600)
   const who = serverUser()
-  if (who.uid !== undefined && who.gid !== undefined) chownSync(file, who.uid, who.gid)
+  if (who.uid !== undefined && who.gid !== undefined) chownSync(tmp, who.uid, who.gid)
+  renameSync(tmp, file)
 }
 
 function setPassEntry(file: string, serverDir: string, entry?: {port: number; password: string}): void {
