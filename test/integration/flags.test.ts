@@ -44,6 +44,7 @@ describe('flags: one meaning, durations with units, the same exit code for an un
       ['remove-node', 'node2', '--dry-run', '--connect-timeout', 'later'],
       ['remove-node', 'node2', '--dry-run', '--drain-timeout', 'x'],
       ['skip-tx', '--dry-run', '--timeout', 'x'],
+      ['doctor', '--connect-timeout', 'x'],
     ]) {
       const r = await h.runCli([...args, '-c', cfg])
       assert.equal(r.code, 10, `${args.join(' ')}: ${r.stdout}${r.stderr}`)
