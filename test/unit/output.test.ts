@@ -28,6 +28,7 @@ function link(from: string, to: string, extra: Partial<LinkStatus> = {}): LinkSt
     slot_active: true,
     wal_status: 'reserved',
     lag_bytes: 123456789,
+    lag_s: 1.5,
     retained_bytes: 987654321,
     last_msg_age_s: 12.5,
     apply_error_count: 3,
