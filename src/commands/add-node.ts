@@ -4,9 +4,11 @@ import {runAddNode, type AddNodeResult} from '../steps/add-node.js'
 import type {AddStrategy} from '../steps/add-node-context.js'
 import {collectStatus, type StatusResult} from '../cluster/status.js'
 import {renderStatus} from '../ui/status-view.js'
+import {terminalWidth} from '../ui/output.js'
 import {canPrompt} from '../ui/prompts.js'
 import {formatBytes, formatSeconds} from '../util/text.js'
 import {recordDisableOnError} from '../config/config.js'
+import {connectTimeoutFlag, requireNode, startWaitBudget, timeoutFlag} from '../ui/flags.js'
 
 export default class AddNode extends MmliteCommand {
   static override summary = 'Join a new node to the running mesh, exactly, under live writes and without downtime.'
@@ -37,8 +39,8 @@ On success the node is added to mmlite.yaml. Killed at any point, re-running the
     jobs: Flags.integer({summary: 'Tables copied in parallel (copy strategy).', default: 4, min: 1, max: 64}),
     'dry-run': Flags.boolean({summary: 'Print the SQL each node would run, change nothing.', default: false}),
     yes: Flags.boolean({char: 'y', summary: 'Do not ask for confirmation.', default: false}),
-    timeout: Flags.integer({summary: 'Seconds any single wait may take (slots confirming, the copy, catching up).', default: 600, min: 1}),
-    'connect-timeout': Flags.integer({summary: 'Seconds to wait for a connection to a node.', default: 10, min: 1}),
+    timeout: timeoutFlag(600_000, 'slots confirming, the copy, catching up'),
+    'connect-timeout': connectTimeoutFlag(),
     'disable-on-error': Flags.boolean({
       summary: "PostgreSQL 15+ subscribers: the new node's links stop on an apply error instead of retrying forever (recorded in mmlite.yaml as disable_on_error: true).",
       default: false,
@@ -47,7 +49,9 @@ On success the node is added to mmlite.yaml. Killed at any point, re-running the
 
   async run(): Promise<AddNodeResult & {status?: StatusResult}> {
     const {args, flags} = await this.parse(AddNode)
+    startWaitBudget(flags.timeout)
     const cfg = this.loadConfig(flags.config)
+    requireNode(cfg, flags.source, '--source')
     if (flags['disable-on-error']) cfg.disableOnError = true
     const result: AddNodeResult & {status?: StatusResult} = await runAddNode(cfg, {
       name: args.name,
@@ -56,8 +60,8 @@ On success the node is added to mmlite.yaml. Killed at any point, re-running the
       source: flags.source,
       strategy: flags.strategy as AddStrategy | undefined,
       dryRun: flags['dry-run'],
-      timeoutMs: flags.timeout * 1000,
-      connectTimeoutMs: flags['connect-timeout'] * 1000,
+      timeoutMs: flags.timeout,
+      connectTimeoutMs: flags['connect-timeout'],
       jobs: flags.jobs,
       mode: this.renderMode(),
       write: line => this.out(line),
@@ -94,11 +98,11 @@ On success the node is added to mmlite.yaml. Killed at any point, re-running the
     }
     // the cluster as it is now, X included
     const now = this.loadConfig(flags.config)
-    const status = await collectStatus(now, {timeoutMs: flags['connect-timeout'] * 1000, thresholds: now.health})
+    const status = await collectStatus(now, {timeoutMs: flags['connect-timeout'], thresholds: now.health})
     result.status = status
     if (!this.jsonEnabled()) {
       this.out()
-      for (const l of renderStatus(status)) this.out(l)
+      for (const l of renderStatus(status, {width: terminalWidth()})) this.out(l)
     }
     return result
   }

@@ -1,6 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {readFileSync} from 'node:fs'
 import {MmliteCommand} from '../ui/base-command.js'
+import {connectTimeoutFlag, timeoutFlag} from '../ui/flags.js'
 import {runDdl, type DdlResult} from '../steps/ddl/index.js'
 import {classifyScript} from '../steps/ddl/classify.js'
 import {canPrompt} from '../ui/prompts.js'
@@ -25,8 +26,8 @@ export default class Ddl extends MmliteCommand {
     force: Flags.boolean({summary: 'Run statements that are not additive (the refusal explains the risk).', default: false}),
     'dry-run': Flags.boolean({summary: 'Print the SQL each node would run, change nothing.', default: false}),
     yes: Flags.boolean({char: 'y', summary: 'Do not ask for confirmation.', default: false}),
-    timeout: Flags.integer({summary: 'Seconds to wait for a table lock on a node and for links to stream.', default: 60, min: 1}),
-    'connect-timeout': Flags.integer({summary: 'Seconds to wait for a connection to a node.', default: 10, min: 1}),
+    timeout: timeoutFlag(60_000, 'table locks on the nodes, links streaming'),
+    'connect-timeout': connectTimeoutFlag(),
   }
 
   async run(): Promise<DdlResult> {
@@ -48,8 +49,8 @@ export default class Ddl extends MmliteCommand {
       statements,
       force: flags.force,
       dryRun: flags['dry-run'],
-      timeoutMs: flags.timeout * 1000,
-      connectTimeoutMs: flags['connect-timeout'] * 1000,
+      timeoutMs: flags.timeout,
+      connectTimeoutMs: flags['connect-timeout'],
       mode: this.renderMode(),
       write: line => this.out(line),
       confirm: async plan => {

@@ -1,7 +1,10 @@
 import {Errors, Flags} from '@oclif/core'
+import path from 'node:path'
 import chalk from 'chalk'
-import {MmliteCommand} from '../ui/base-command.js'
+import {MmliteCommand, asMmliteError, errorLines} from '../ui/base-command.js'
+import {colorEnabled} from '../ui/output.js'
 import {runInit} from '../steps/init.js'
+import {binDir} from '../local/server.js'
 import {
   DEFAULT_WORKLOAD,
   DEMO_CLUSTER,
@@ -11,6 +14,7 @@ import {
   MIN_NODES,
   cleanupLeftovers,
   demoDir,
+  PASS_FILE,
   type DemoMajor,
   type NodeRows,
 } from '../local/demo.js'
@@ -40,7 +44,7 @@ export default class Demo extends MmliteCommand {
   static override summary = 'Start a throw-away local cluster, build the mesh, write on every node at once and watch it converge.'
   static override description = `Starts N local PostgreSQL servers from the npm-packaged binaries, creates a small sample schema (public.customers, public.orders) on each, writes mmlite.yaml for them and runs the same init a user would. Then every node writes rows at the same time, and the demo waits until every node holds every row (same counts, same ids) and shows the status. The servers are stopped and removed at the end unless --keep is given.
 
-Everything lives in <tmpdir>/mmlite-demo-<uid>; servers left there by an earlier demo (kept, or killed) are stopped first. The servers use trust authentication on 127.0.0.1 only.`
+Everything lives in <tmpdir>/mmlite-demo-<uid> ($MMLITE_DEMO_DIR); servers left there by a killed demo are stopped first, but a demo you kept is never touched: the demo refuses (exit 12) until \`mmlite demo --stop\` removes it. The servers listen on 127.0.0.1 only and require scram-sha-256 with random passwords, kept in <dir>/pgpass (mode 0600): no other OS user can connect. Point PGPASSFILE at that file to connect (a kept demo prints how).`
 
   static override examples = [
     '<%= config.bin %> demo',
@@ -48,6 +52,9 @@ Everything lives in <tmpdir>/mmlite-demo-<uid>; servers left there by an earlier
     '<%= config.bin %> demo --keep   # leave the servers running to play with them',
     '<%= config.bin %> demo --stop   # stop and remove the servers of a kept demo',
   ]
+
+  /** no --config: the demo writes its own configuration (a flag accepted and ignored would mislead) */
+  static override baseFlags = {...MmliteCommand.colorFlags} as unknown as typeof MmliteCommand.baseFlags
 
   static override flags = {
     nodes: Flags.integer({summary: `Number of servers (${MIN_NODES}..${MAX_NODES}).`, default: 3, min: MIN_NODES, max: MAX_NODES}),
@@ -73,6 +80,7 @@ Everything lives in <tmpdir>/mmlite-demo-<uid>; servers left there by an earlier
     }
 
     const major = Number(flags.pg) as DemoMajor
+    binDir(major) // the binaries first: when they are missing, say so before touching anything
     const t0 = Date.now()
     const left = await cleanupLeftovers(dir)
     const leftovers = left.stopped.map(s => ({name: s.name, port: s.port || null}))
@@ -150,7 +158,7 @@ Everything lives in <tmpdir>/mmlite-demo-<uid>; servers left there by an earlier
           await demo.teardown()
           this.out(`Stopped and removed the demo servers (${Math.round((Date.now() - t0) / 100) / 10} s in all).`)
         } catch (e) {
-          process.stderr.write(`${chalk.red('error:')} ${errorMessage(e)}\n`)
+          for (const l of errorLines(asMmliteError(e as Error), process.stderr.isTTY === true && colorEnabled())) process.stderr.write(`${l}\n`)
           if (!process.exitCode) process.exitCode = 2
         }
       }
@@ -191,10 +199,11 @@ Everything lives in <tmpdir>/mmlite-demo-<uid>; servers left there by an earlier
   private printKept(file: string, servers: Array<{name: string; port: number; dsn(): string}>): void {
     const bin = this.config.bin
     this.out(chalk.bold('The demo servers keep running.'))
-    this.out('Use the cluster:')
+    this.out('Use the cluster (the passwords are in a 0600 libpq password file):')
     this.out(`  export MMLITE_CONFIG=${file}`)
+    this.out(`  export PGPASSFILE=${path.join(path.dirname(file), PASS_FILE)}`)
     this.out(`  ${bin} status`)
-    this.out('Connect to a node (any psql client; trust authentication, no password):')
+    this.out('Connect to a node (any libpq client, with PGPASSFILE as above):')
     for (const s of servers) this.out(`  psql "${s.dsn()}"    # ${s.name}, port ${s.port}`)
     this.out('Stop and remove them:')
     this.out(`  ${bin} demo --stop`)

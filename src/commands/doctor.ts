@@ -1,6 +1,7 @@
 import {Flags} from '@oclif/core'
 import chalk from 'chalk'
 import {MmliteCommand} from '../ui/base-command.js'
+import {connectTimeoutFlag} from '../ui/flags.js'
 import {canPrompt} from '../ui/prompts.js'
 import {exitCodeForDoctor, runDoctor, type DoctorResult} from '../steps/doctor/doctor.js'
 
@@ -19,7 +20,7 @@ Exit code as status: 0 ok, 1 warning, 2 critical, 3 unknown (no node reachable).
     fix: Flags.boolean({summary: 'Apply the fixes that are safe to automate (asks first; --yes to skip).', default: false}),
     'dry-run': Flags.boolean({summary: 'With or without --fix: print the SQL the fixes would run per node; change nothing.', default: false}),
     yes: Flags.boolean({char: 'y', summary: 'Do not ask for confirmation.', default: false}),
-    'connect-timeout': Flags.integer({summary: 'Seconds to wait for a connection to a node.', default: 5, min: 1}),
+    'connect-timeout': connectTimeoutFlag(5_000),
     sample: Flags.integer({summary: 'Seconds to watch each node\'s WAL position to measure its WAL rate.', default: 2, min: 0, max: 600}),
   }
 
@@ -27,7 +28,7 @@ Exit code as status: 0 ok, 1 warning, 2 critical, 3 unknown (no node reachable).
     const {flags} = await this.parse(Doctor)
     const cfg = this.loadConfig(flags.config)
     const result = await runDoctor(cfg, {
-      connectTimeoutMs: flags['connect-timeout'] * 1000,
+      connectTimeoutMs: flags['connect-timeout'],
       sampleMs: flags.sample * 1000,
       fix: flags.fix,
       dryRun: flags['dry-run'],

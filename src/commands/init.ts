@@ -6,6 +6,7 @@ import {runWizard} from '../ui/wizard.js'
 import {canPrompt} from '../ui/prompts.js'
 import {MmliteError, ExitCode} from '../errors.js'
 import {recordDisableOnError} from '../config/config.js'
+import {connectTimeoutFlag, requireNode, startWaitBudget, timeoutFlag} from '../ui/flags.js'
 
 export default class Init extends MmliteCommand {
   static override summary = 'Build the echo-free full mesh between the nodes of mmlite.yaml.'
@@ -30,8 +31,8 @@ Without a configuration file, on a terminal, a wizard asks for the cluster name,
     'fix-settings': Flags.boolean({summary: 'Apply fixes that need no restart (output_plugin_libraries) before checking again.', default: false}),
     'dry-run': Flags.boolean({summary: 'Print the SQL each node would run, change nothing.', default: false}),
     yes: Flags.boolean({char: 'y', summary: 'Do not ask for confirmation.', default: false}),
-    timeout: Flags.integer({summary: 'Seconds to wait for the initial copy and for links to stream.', default: 600, min: 1}),
-    'connect-timeout': Flags.integer({summary: 'Seconds to wait for a connection to a node.', default: 10, min: 1}),
+    timeout: timeoutFlag(600_000, 'the initial copy, links starting to stream'),
+    'connect-timeout': connectTimeoutFlag(),
     'disable-on-error': Flags.boolean({
       summary: 'PostgreSQL 15+ subscribers: stop a link on an apply error instead of retrying forever (recorded in mmlite.yaml as disable_on_error: true).',
       default: false,
@@ -40,6 +41,7 @@ Without a configuration file, on a terminal, a wizard asks for the cluster name,
 
   async run(): Promise<InitResult> {
     const {flags} = await this.parse(Init)
+    startWaitBudget(flags.timeout)
     const file = this.configPath(flags.config)
     if (!existsSync(file)) {
       if (this.jsonEnabled() || !canPrompt()) {
@@ -55,13 +57,14 @@ Without a configuration file, on a terminal, a wizard asks for the cluster name,
     }
     const cfg = this.loadConfig(flags.config)
     if (flags['disable-on-error']) cfg.disableOnError = true
+    requireNode(cfg, flags.seed, '--seed')
     const result = await runInit(cfg, {
       seed: flags.seed,
       noCopy: flags['no-copy'],
       fixSettings: flags['fix-settings'],
       dryRun: flags['dry-run'],
-      timeoutMs: flags.timeout * 1000,
-      connectTimeoutMs: flags['connect-timeout'] * 1000,
+      timeoutMs: flags.timeout,
+      connectTimeoutMs: flags['connect-timeout'],
       mode: this.renderMode(),
       write: line => this.out(line),
       confirm: async plan => {

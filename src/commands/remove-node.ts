@@ -1,10 +1,10 @@
 import {Args, Flags} from '@oclif/core'
 import {MmliteCommand} from '../ui/base-command.js'
-import {parseDurationMs, runRemoveNode, type RemoveNodeResult} from '../steps/remove-node.js'
+import {runRemoveNode, type RemoveNodeResult} from '../steps/remove-node.js'
+import {connectTimeoutFlag, durationFlag} from '../ui/flags.js'
 import {canPrompt} from '../ui/prompts.js'
 import {formatBytes} from '../util/text.js'
 
-const duration = Flags.custom<number>({parse: async input => parseDurationMs(input)})
 
 export default class RemoveNode extends MmliteCommand {
   static override summary = 'Take a node out of the mesh; the other nodes keep replicating among themselves.'
@@ -27,10 +27,10 @@ Killed at any point, re-running the same command finishes the job.`
 
   static override flags = {
     force: Flags.boolean({summary: 'Do not contact the node and do not wait for its changes to drain (it is dead, or its unsent changes may be lost).', default: false}),
-    'drain-timeout': duration({summary: 'How long to wait until every peer has received everything the node committed (e.g. 60s, 5m).', default: 60_000, defaultHelp: async () => '60s', helpValue: 'DURATION'}),
+    'drain-timeout': durationFlag({summary: 'How long to wait until every peer has received everything the node committed (e.g. 60s, 5m).', default: 60_000, defaultHelp: async () => '60s'}),
     'dry-run': Flags.boolean({summary: 'Print the SQL each node would run, change nothing.', default: false}),
     yes: Flags.boolean({char: 'y', summary: 'Do not ask for confirmation.', default: false}),
-    'connect-timeout': Flags.integer({summary: 'Seconds to wait for a connection to a node.', default: 10, min: 1}),
+    'connect-timeout': connectTimeoutFlag(),
   }
 
   async run(): Promise<RemoveNodeResult> {
@@ -41,7 +41,7 @@ Killed at any point, re-running the same command finishes the job.`
       force: flags.force,
       dryRun: flags['dry-run'],
       drainTimeoutMs: flags['drain-timeout'],
-      connectTimeoutMs: flags['connect-timeout'] * 1000,
+      connectTimeoutMs: flags['connect-timeout'],
       mode: this.renderMode(),
       write: line => this.out(line),
       confirm: async (plan, info) => {

@@ -1,7 +1,8 @@
 import {Flags} from '@oclif/core'
 import {MmliteCommand} from '../ui/base-command.js'
 import {auditFile, runSkipTx, type SkipTxResult} from '../steps/skip-tx.js'
-import {ExitCode} from '../errors.js'
+import {MmliteError, ExitCode} from '../errors.js'
+import {connectTimeoutFlag, requireNode, startWaitBudget, timeoutFlag} from '../ui/flags.js'
 
 export default class SkipTx extends MmliteCommand {
   static override summary = 'Show the transaction that blocks a link, and skip exactly it.'
@@ -18,18 +19,18 @@ Exit code: 0 nothing stuck or every link streams again; 2 a link is still stuck 
 
   static override examples = [
     '<%= config.bin %> skip-tx --dry-run',
-    '<%= config.bin %> skip-tx --node node2 --from node1',
+    '<%= config.bin %> skip-tx --from node1 --to node2',
     '<%= config.bin %> skip-tx --yes --max 3',
   ]
 
   static override flags = {
-    node: Flags.string({summary: 'Only links into this node (its subscriptions).'}),
-    from: Flags.string({summary: 'Only links from this node.'}),
+    from: Flags.string({summary: 'Only links from this node (the publisher).'}),
+    to: Flags.string({summary: 'Only links into this node (the subscriber). --node is a deprecated alias.', aliases: ['node'], deprecateAliases: true}),
     max: Flags.integer({summary: 'Transactions to skip per link without asking again when the next one fails too.', default: 1, min: 1}),
     'dry-run': Flags.boolean({summary: 'Show what would be skipped and the SQL; skip nothing.', default: false}),
     yes: Flags.boolean({char: 'y', summary: 'Do not ask for confirmation.', default: false}),
-    timeout: Flags.integer({summary: 'Seconds to wait for a skip to take effect and the apply worker to run again.', default: 120, min: 1}),
-    'connect-timeout': Flags.integer({summary: 'Seconds to wait for a connection to a node.', default: 10, min: 1}),
+    timeout: timeoutFlag(120_000, 'skips taking effect, apply workers running again'),
+    'connect-timeout': connectTimeoutFlag(),
     method: Flags.string({
       summary: 'internal: force the skip method (origin-advance is what PostgreSQL 14 and older get).',
       options: ['skip-lsn', 'origin-advance'],
@@ -39,15 +40,24 @@ Exit code: 0 nothing stuck or every link streams again; 2 a link is still stuck 
 
   async run(): Promise<SkipTxResult> {
     const {flags} = await this.parse(SkipTx)
+    startWaitBudget(flags.timeout)
     const cfg = this.loadConfig(flags.config)
+    requireNode(cfg, flags.from, '--from')
+    requireNode(cfg, flags.to, '--to')
+    if (flags.from !== undefined && flags.from === flags.to) {
+      throw new MmliteError(`--from ${flags.from} --to ${flags.to} names no link: a node does not replicate to itself`, {
+        code: ExitCode.Config,
+        suggestions: ['Give two different nodes (the publisher with --from, the subscriber with --to), or only one of them.'],
+      })
+    }
     const result = await runSkipTx(cfg, {
-      node: flags.node,
+      node: flags.to,
       from: flags.from,
       max: flags.max,
       dryRun: flags['dry-run'],
       method: flags.method as 'skip-lsn' | 'origin-advance' | undefined,
-      timeoutMs: flags.timeout * 1000,
-      connectTimeoutMs: flags['connect-timeout'] * 1000,
+      timeoutMs: flags.timeout,
+      connectTimeoutMs: flags['connect-timeout'],
       write: line => this.out(line),
       confirm: async stuck => {
         const n = stuck.length
@@ -55,7 +65,7 @@ Exit code: 0 nothing stuck or every link streams again; 2 a link is still stuck 
       },
     })
     for (const n of result.notes) this.out(`note: ${n}`)
-    const scope = [flags.from && `from ${flags.from}`, flags.node && `into ${flags.node}`].filter(Boolean).join(' ')
+    const scope = [flags.from && `from ${flags.from}`, flags.to && `into ${flags.to}`].filter(Boolean).join(' ')
     const unsure = result.links.filter(l => l.state === 'unsure').length
     if (unsure) process.exitCode = ExitCode.Failed
     if (result.links.length === unsure && unsure) {

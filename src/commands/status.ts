@@ -1,20 +1,16 @@
 import {Flags} from '@oclif/core'
 import {MmliteCommand} from '../ui/base-command.js'
 import {collectStatus, exitCodeFor, type CollectOptions, type StatusResult} from '../cluster/status.js'
-import {renderStatus} from '../ui/status-view.js'
 import {resetErrors} from '../steps/reset-errors.js'
+import {LINK_DROP_ORDER, renderStatus, type RenderOptions} from '../ui/status-view.js'
+import {terminalWidth} from '../ui/output.js'
 import {MmliteError, ExitCode} from '../errors.js'
 import {redactText} from '../db/redact.js'
+import {connectTimeoutFlag, durationFlag, timeoutFlag} from '../ui/flags.js'
+import {formatDuration} from '../util/duration.js'
 
 const DEFAULT_WATCH_S = 2
 
-const seconds = Flags.custom<number>({
-  parse: async input => {
-    const v = Number(input)
-    if (!Number.isFinite(v) || v <= 0) throw new MmliteError(`expected a positive number of seconds, got "${input}"`, {code: ExitCode.Config})
-    return v
-  },
-})
 
 /** oclif has no optional flag values: `--watch` alone (or followed by another flag) means `--watch=2`. */
 export function normalizeWatchArg(argv: string[]): string[] {
@@ -25,10 +21,29 @@ export function normalizeWatchArg(argv: string[]): string[] {
       out.push(...argv.slice(i))
       break
     }
-    if (a === '--watch' && !/^\d+(\.\d+)?$/.test(argv[i + 1] ?? '')) out.push(`--watch=${DEFAULT_WATCH_S}`)
+    if (a === '--watch' && !/^\d+(\.\d+)?(ms|s|m|h)?$/i.test(argv[i + 1] ?? '')) out.push(`--watch=${DEFAULT_WATCH_S}`)
     else out.push(a)
   }
   return out
+}
+
+/** One status collection that gives up (closing its connections) when --timeout ends. */
+async function collectWithin(cfg: Parameters<typeof collectStatus>[0], opts: CollectOptions, timeoutMs: number): Promise<StatusResult> {
+  const ac = new AbortController()
+  const timer = setTimeout(() => ac.abort(), timeoutMs)
+  try {
+    const r = await collectStatus(cfg, {...opts, signal: ac.signal})
+    if (ac.signal.aborted) throw new Error('aborted')
+    return r
+  } catch (e) {
+    if (!ac.signal.aborted) throw e
+    throw new MmliteError(`status did not finish within --timeout ${formatDuration(timeoutMs)}`, {
+      code: ExitCode.Unknown,
+      suggestions: ['Check that every node answers (a lock or an overloaded server), or give it longer: --timeout 2m.'],
+    })
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
 export default class Status extends MmliteCommand {
@@ -45,18 +60,20 @@ Exit code (monitoring convention): 0 ok, 1 warning, 2 critical, 3 unknown (no no
     '<%= config.bin %> status',
     '<%= config.bin %> status --json',
     '<%= config.bin %> status --matrix --watch',
-    '<%= config.bin %> status --timeout 2 --lag-warning-bytes 1048576',
+    '<%= config.bin %> status --timeout 10s --connect-timeout 2s --lag-warning-bytes 1048576',
   ]
 
   static override flags = {
-    timeout: Flags.integer({summary: 'Connect timeout per node, in seconds.', default: 5, min: 1}),
+    timeout: timeoutFlag(30_000, 'connecting to and querying every node'),
+    'connect-timeout': connectTimeoutFlag(5_000),
     'lag-warning-bytes': Flags.integer({summary: 'Warn above this lag in bytes (default: health.lag_warning_bytes, 10 MB).', min: 0}),
     'lag-warning-seconds': Flags.integer({summary: 'Warn when a link lags more seconds (default: health.lag_warning_seconds, 60).', min: 0}),
     'reset-errors': Flags.boolean({summary: 'Reset the apply/sync error counters of the cluster\'s subscriptions (PostgreSQL 15+), then show the status.'}),
     'dry-run': Flags.boolean({summary: 'With --reset-errors: print the SQL per node, change nothing.', default: false}),
     yes: Flags.boolean({char: 'y', summary: 'With --reset-errors: do not ask for confirmation.', default: false}),
+    columns: Flags.string({summary: `Link table columns to show, comma-separated (e.g. Lag,Errors,Status); by default columns are dropped to fit the terminal (${LINK_DROP_ORDER.join(', ')} first).`, helpValue: 'COLS'}),
     matrix: Flags.boolean({summary: 'Show the lag matrix (rows: from, columns: to) instead of the links table (automatic above 4 nodes).'}),
-    watch: seconds({summary: `Refresh every SECONDS (default ${DEFAULT_WATCH_S}) until Ctrl-C.`, helpValue: '[SECONDS]'}),
+    watch: durationFlag({summary: `Refresh every DURATION (default ${DEFAULT_WATCH_S}s; e.g. 5s, 1m) until Ctrl-C.`, helpValue: '[DURATION]'}),
   }
 
   async run(): Promise<StatusResult | undefined> {
@@ -64,7 +81,7 @@ Exit code (monitoring convention): 0 ok, 1 warning, 2 critical, 3 unknown (no no
     const {flags} = await this.parse(Status)
     const cfg = this.loadConfig(flags.config)
     const opts: CollectOptions = {
-      timeoutMs: flags.timeout * 1000,
+      timeoutMs: Math.min(flags['connect-timeout'], flags.timeout),
       thresholds: {
         lagWarningBytes: flags['lag-warning-bytes'] ?? cfg.health.lagWarningBytes,
         lagWarningSeconds: flags['lag-warning-seconds'] ?? cfg.health.lagWarningSeconds,
@@ -74,7 +91,7 @@ Exit code (monitoring convention): 0 ok, 1 warning, 2 critical, 3 unknown (no no
     if (flags['reset-errors']) {
       const r = await resetErrors(cfg, {
         dryRun: flags['dry-run'],
-        connectTimeoutMs: flags.timeout * 1000,
+        connectTimeoutMs: flags['connect-timeout'],
         confirm: async sql => this.confirmOrFail(`Reset the error counters of ${sql.length} subscription(s)?`, flags.yes),
       })
       if (!this.jsonEnabled()) {
@@ -84,17 +101,18 @@ Exit code (monitoring convention): 0 ok, 1 warning, 2 critical, 3 unknown (no no
       }
       if (flags['dry-run']) return undefined
     }
+    const view = {width: terminalWidth(), columns: flags.columns?.split(',').map(c => c.trim()).filter(Boolean)}
     if (flags.watch === undefined) {
-      const r = await collectStatus(cfg, opts)
-      if (!this.jsonEnabled()) for (const l of renderStatus(r, {matrix: flags.matrix})) this.out(l)
+      const r = await collectWithin(cfg, opts, flags.timeout)
+      if (!this.jsonEnabled()) for (const l of renderStatus(r, {matrix: flags.matrix, ...view})) this.out(l)
       process.exitCode = exitCodeFor(r.health)
       return r
     }
-    return this.watch(cfg, opts, flags.watch, flags.matrix)
+    return this.watch(cfg, opts, flags.watch / 1000, flags.matrix, view)
   }
 
   /** Re-query every `intervalS` until Ctrl-C; the exit code is the last completed refresh's. */
-  private async watch(cfg: Parameters<typeof collectStatus>[0], opts: CollectOptions, intervalS: number, matrix: boolean): Promise<undefined> {
+  private async watch(cfg: Parameters<typeof collectStatus>[0], opts: CollectOptions, intervalS: number, matrix: boolean, view: RenderOptions): Promise<undefined> {
     const tty = Boolean(process.stdout.isTTY) && !this.jsonEnabled()
     const ac = new AbortController()
     let stopped = false
@@ -113,9 +131,9 @@ Exit code (monitoring convention): 0 ok, 1 warning, 2 critical, 3 unknown (no no
         if (stopped) break // interrupted mid-refresh: keep the last complete one
         last = r
         process.exitCode = exitCodeFor(r.health)
-        if (this.jsonEnabled()) process.stdout.write(redactText(JSON.stringify(r)) + '\n')
+        if (this.jsonEnabled()) process.stdout.write(redactText(JSON.stringify(this.toSuccessJson(r))) + '\n')
         else {
-          const lines = renderStatus(r, {matrix})
+          const lines = renderStatus(r, {matrix, ...view, width: terminalWidth()})
           if (tty) {
             lines.push('', `refreshing every ${intervalS}s; Ctrl-C to stop`)
             process.stdout.write('\x1b[H\x1b[2J' + redactText(lines.join('\n')) + '\n')

@@ -3,7 +3,9 @@
  * convergence check. The command (src/commands/demo.ts) runs the real `runInit` in between.
  *
  * Everything lives in one directory per OS user, `<tmpdir>/mmlite-demo-<uid>`:
- *   mmlite.yaml         the demo cluster's configuration (cluster "demo", trust auth, no passwords)
+ *   mmlite.yaml         the demo cluster's configuration (cluster "demo"; DSNs without passwords)
+ *   pgpass              the servers' random passwords (scram-sha-256), a libpq password file, 0600:
+ *                       PGPASSFILE of the demo process and of the servers (their subscriptions)
  *   .mmlite/            init's journal, as for any cluster
  *   demo-state.json     every server of this demo (LocalServer.info()), recorded before it is
  *                       started (`starting: true`, predicted paths) and again once it runs,
@@ -34,6 +36,7 @@ export const MIN_NODES = 2
 export const MAX_NODES = 9
 export const STATE_FILE = 'demo-state.json'
 export const CONFIG_FILE = 'mmlite.yaml'
+export const PASS_FILE = 'pgpass'
 export const DEMO_TABLES = ['public.customers', 'public.orders']
 
 export const SCHEMA_SQL = `CREATE TABLE public.customers (
@@ -177,6 +180,14 @@ export async function cleanupLeftovers(dir: string, opts: {force?: boolean} = {}
       })
     }
     for (const r of state.servers) checkRecord(dir, r)
+    // a demo the user kept is theirs: never removed by another demo, only by --stop
+    if (state.status === 'kept' && !opts.force) {
+      const list = state.servers.map(r => `${r.name} on port ${r.port}`).join(', ')
+      throw new MmliteError(`a demo you kept is still running in ${dir} (${list}); it is left as it is`, {
+        code: ExitCode.Locked,
+        suggestions: [`Remove it with \`mmlite demo --stop\`, or run another demo next to it: MMLITE_DEMO_DIR=${dir}-2 mmlite demo`],
+      })
+    }
   }
   const stopped: DemoServerRecord[] = []
   const failures: string[] = []
@@ -294,6 +305,10 @@ export class DemoRun {
     return path.join(this.dir, CONFIG_FILE)
   }
 
+  get passFile(): string {
+    return path.join(this.dir, PASS_FILE)
+  }
+
   get stateFile(): string {
     return path.join(this.dir, STATE_FILE)
   }
@@ -330,6 +345,7 @@ export class DemoRun {
       logFile: path.join(serverDir, 'server.log'),
       socketDir: path.join(serverDir, 'sock'),
       removeDir: serverDir,
+      passFile: this.passFile,
       starting: true,
     }
   }
@@ -347,7 +363,7 @@ export class DemoRun {
     await this.saveState()
     const results = await Promise.allSettled(
       this.names.map(async name => {
-        const s = await LocalServer.start({major: this.major, baseDir: this.serversDir, name, keepAlive: true})
+        const s = await LocalServer.start({major: this.major, baseDir: this.serversDir, name, keepAlive: true, passFile: this.passFile})
         this.servers.set(name, s)
         await this.record(s.info())
         onStarted?.(s)
@@ -361,7 +377,7 @@ export class DemoRun {
     return this.names.map(n => this.servers.get(n)!)
   }
 
-  /** mmlite.yaml for the servers (trust auth: the DSNs carry no password). */
+  /** mmlite.yaml for the servers (the DSNs carry no password: it is in the pgpass file, PGPASSFILE). */
   async writeConfig(): Promise<Config> {
     await writeNewConfig(this.configFile, {
       cluster: DEMO_CLUSTER,

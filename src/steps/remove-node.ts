@@ -46,18 +46,8 @@ const addNodeKey = (x: string) => `add-node:${x}`
 
 // ---------------------------------------------------------------- pure helpers
 
-/** "60s", "2m", "500ms", "1h", or a bare number of seconds → milliseconds. */
-export function parseDurationMs(input: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/i.exec(input)
-  if (!m) {
-    throw new MmliteError(`expected a duration like 60s, 2m or 500ms, got "${input}"`, {code: ExitCode.Config})
-  }
-  const n = Number(m[1])
-  const unit = (m[2] ?? 's').toLowerCase()
-  const ms = n * {ms: 1, s: 1000, m: 60_000, h: 3_600_000}[unit as 'ms' | 's' | 'm' | 'h']
-  if (!(ms > 0)) throw new MmliteError(`the duration must be positive, got "${input}"`, {code: ExitCode.Config})
-  return Math.round(ms)
-}
+/** moved to src/util/duration.ts (one parser for every duration flag); re-exported for existing importers */
+export {parseDurationMs} from '../util/duration.js'
 
 export interface ProgressComparison {
   /** peers whose progress differs: some got changes of X that others lack */

@@ -5,16 +5,22 @@
  * a result object.
  */
 import {Command, Errors, Flags} from '@oclif/core'
-import chalk from 'chalk'
+import chalk, {Chalk} from 'chalk'
 import {MmliteError, ExitCode, errorMessage} from '../errors.js'
 import {loadConfig, resolveConfigPath, type Config} from '../config/config.js'
 import {canPrompt, prompts, type Prompts} from './prompts.js'
 import type {RenderMode} from '../engine/runner.js'
 import type {StepReport} from '../engine/types.js'
 import {redactText} from '../db/redact.js'
+import {colorEnabled, JSON_SCHEMA_VERSION, setupColor} from './output.js'
 
 export abstract class MmliteCommand extends Command {
   static override enableJsonFlag = true
+
+  /** --no-color: also for commands without a configuration (demo) */
+  static colorFlags = {
+    'no-color': Flags.boolean({summary: 'No colours on stdout or stderr (also: NO_COLOR=1). Colour is only used on a terminal.', helpGroup: 'GLOBAL'}),
+  }
 
   static override baseFlags = {
     config: Flags.string({
@@ -22,6 +28,18 @@ export abstract class MmliteCommand extends Command {
       summary: 'Path to mmlite.yaml (default: $MMLITE_CONFIG, else ./mmlite.yaml).',
       helpGroup: 'GLOBAL',
     }),
+    ...MmliteCommand.colorFlags,
+  }
+
+  override async init(): Promise<void> {
+    setupColor(this.argv)
+    await super.init()
+  }
+
+  /** Every --json result carries schemaVersion first (README "JSON output"). */
+  protected override toSuccessJson(result: unknown): unknown {
+    if (result && typeof result === 'object' && !Array.isArray(result)) return {schemaVersion: JSON_SCHEMA_VERSION, ...(result as object)}
+    return result
   }
 
   /** replaced in tests */
@@ -77,33 +95,71 @@ export abstract class MmliteCommand extends Command {
     }
   }
 
+  /** The --json error document: {schemaVersion, code, exitCode, message, fix, details} (README "Errors"). */
   protected override toErrorJson(err: unknown): unknown {
-    if (err instanceof MmliteError) {
-      return {status: err.code, name: err.name, message: err.message, details: err.details, suggestions: err.suggestions}
-    }
-    const e = err as {oclif?: {exit?: number}; name?: string}
-    return {status: e?.oclif?.exit ?? ExitCode.Failed, name: e?.name ?? 'Error', message: errorMessage(err)}
+    const e = err instanceof MmliteError ? err : asMmliteError(err as Error, this.id)
+    return errorDocument(e)
   }
 
   override async catch(err: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<unknown> {
     if (err instanceof Errors.ExitError) throw err
-    let e: MmliteError
-    if (err instanceof MmliteError) e = err
-    else if (err instanceof Errors.CLIError) {
-      // oclif's own errors are usage errors (unknown/missing/exclusive flags, bad values)
-      e = new MmliteError(err.message, {code: ExitCode.Config, suggestions: [`See \`mmlite ${this.id} --help\`.`]})
-    } else {
-      // not an expected failure: keep the stack for bug reports, but never a password
-      e = new MmliteError(errorMessage(err), {code: ExitCode.Failed, details: process.env.MMLITE_DEBUG ? [redactText(err.stack ?? '')] : []})
-    }
+    const e = asMmliteError(err, this.id)
     process.exitCode = e.code
     if (this.jsonEnabled()) {
-      this.logJson(this.toErrorJson(e))
+      this.logJson(errorDocument(e))
       return
     }
-    process.stderr.write(`${chalk.red('error:')} ${e.message}\n`)
-    for (const d of e.details) process.stderr.write(`  ${d}\n`)
-    for (const s of e.suggestions) process.stderr.write(`${chalk.yellow('hint:')} ${s}\n`)
+    for (const line of errorLines(e, process.stderr.isTTY === true && colorEnabled())) process.stderr.write(`${line}\n`)
     this.exit(e.code)
   }
+}
+
+/** Stable names of the exit codes, the `code` of a --json error. */
+export const ERROR_CODES: Record<number, string> = {
+  [ExitCode.Failed]: 'failed',
+  [ExitCode.Unknown]: 'unknown',
+  [ExitCode.Config]: 'config',
+  [ExitCode.Preflight]: 'preflight',
+  [ExitCode.Locked]: 'locked',
+  [ExitCode.Unreachable]: 'unreachable',
+  [ExitCode.NotConfirmed]: 'not-confirmed',
+  [ExitCode.Timeout]: 'timeout',
+}
+
+/** Any error as an MmliteError: oclif's own parse errors (unknown flag, missing argument, bad
+ *  value) are usage errors, exit 10, with the fix pointing at --help; anything unexpected is 2. */
+export function asMmliteError(err: Error, id?: string): MmliteError {
+  if (err instanceof MmliteError) return err
+  const help = `Run \`mmlite ${id ? `${id} ` : ''}--help\` for the flags and arguments.`
+  if (err instanceof Errors.CLIError) {
+    const lines = err.message.split('\n').map(l => l.trim()).filter(l => l && !/^See more help with --help$/.test(l))
+    const e = new MmliteError(lines.join(' ').replace(/\s+/g, ' '), {code: ExitCode.Config, suggestions: [help]})
+    ;(e as MmliteError & {usage?: boolean}).usage = true
+    return e
+  }
+  // not an expected failure: keep the stack for bug reports, but never a password
+  return new MmliteError(errorMessage(err), {code: ExitCode.Failed, details: process.env.MMLITE_DEBUG ? [redactText(err.stack ?? '')] : []})
+}
+
+export function errorDocument(e: MmliteError): Record<string, unknown> {
+  return {
+    schemaVersion: JSON_SCHEMA_VERSION,
+    code: (e as MmliteError & {usage?: boolean}).usage ? 'usage' : (ERROR_CODES[e.code] ?? 'failed'),
+    exitCode: e.code,
+    message: e.message,
+    fix: e.suggestions.length ? e.suggestions.join(' ') : null,
+    details: e.details,
+  }
+}
+
+/** `error: <problem>` on one line, details indented, `fix: <fix>` on one line. */
+export function errorLines(e: MmliteError, color: boolean): string[] {
+  const c = new Chalk({level: color ? 1 : 0})
+  const red = (s: string) => c.red(s)
+  const yellow = (s: string) => c.yellow(s)
+  const oneLine = (s: string) => s.replace(/\s*\n\s*/g, ' ').trim()
+  const out = [`${red('error:')} ${oneLine(e.message)}`]
+  for (const d of e.details) out.push(...d.split('\n').map(l => `  ${l}`))
+  if (e.suggestions.length) out.push(`${yellow('fix:')} ${oneLine(e.suggestions.join(' '))}`)
+  return out
 }

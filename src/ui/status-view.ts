@@ -28,15 +28,64 @@ export function statusCell(s: Health | LinkState, text: string = s): Cell {
 
 const cell = (v: string | Cell): Cell => (typeof v === 'string' ? {text: v} : v)
 
+/** Width of a table line: 4 for the outer borders and padding, 3 per column beyond the first. */
+export function tableWidth(widths: number[]): number {
+  return widths.reduce((a, w) => a + w, 0) + 3 * widths.length + 1
+}
+
+/**
+ * Fit a table into `maxWidth` columns: drop columns in `dropOrder` (header names) until it fits,
+ * then shorten the widest left-aligned column with an ellipsis. Returns the kept column indexes.
+ */
+export function fitColumns(headers: string[], rows: Cell[][], maxWidth: number | undefined, dropOrder: string[]): number[] {
+  let keep = headers.map((_, i) => i)
+  if (!maxWidth) return keep
+  const width = () => tableWidth(keep.map(i => Math.max(headers[i].length, ...rows.map(r => r[i]?.text.length ?? 0))))
+  for (const name of dropOrder) {
+    if (width() <= maxWidth) break
+    keep = keep.filter(i => headers[i] !== name)
+  }
+  return keep
+}
+
+/** Shorten `text` to `max` characters with an ellipsis. */
+export function abbreviate(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, Math.max(1, max - 1))}…`
+}
+
 /**
  * A bordered table, title in the top border like patronictl:
  *   + Cluster: shop -+------+
  *   | Node | Target   | ... |
  *   +------+----------+-----+
  */
-export function renderTable(title: string, headers: string[], rows: Array<Array<string | Cell>>, align: Array<'l' | 'r'> = []): string[] {
-  const cells = rows.map(r => r.map(cell))
-  const widths = headers.map((h, i) => Math.max(h.length, ...cells.map(r => r[i]?.text.length ?? 0)))
+export function renderTable(
+  title: string,
+  headers: string[],
+  rows: Array<Array<string | Cell>>,
+  align: Array<'l' | 'r'> = [],
+  fit: {maxWidth?: number; dropOrder?: string[]; columns?: string[]} = {},
+): string[] {
+  let cells = rows.map(r => r.map(cell))
+  // --columns: exactly those (first column always); else drop what does not fit
+  let keep = fit.columns
+    ? headers.map((h, i) => i).filter(i => i === 0 || fit.columns!.some(c => c.toLowerCase() === headers[i].toLowerCase()))
+    : fitColumns(headers, cells, fit.maxWidth, fit.dropOrder ?? [])
+  headers = keep.map(i => headers[i])
+  align = keep.map(i => align[i] ?? 'l')
+  cells = cells.map(r => keep.map(i => r[i] ?? {text: ''}))
+  keep = headers.map((_, i) => i)
+  let widths = headers.map((h, i) => Math.max(h.length, ...cells.map(r => r[i]?.text.length ?? 0)))
+  // still too wide: shorten the widest left-aligned plain column (targets, link names) with an ellipsis
+  if (fit.maxWidth) {
+    for (let guard = 0; tableWidth(widths) > fit.maxWidth && guard < 50; guard++) {
+      const i = widths.map((w, j) => ({w, j})).filter(x => align[x.j] !== 'r' && x.w > headers[x.j].length && x.w > 8).sort((a, b) => b.w - a.w)[0]?.j
+      if (i === undefined) break
+      const max = Math.max(8, headers[i].length, widths[i] - (tableWidth(widths) - fit.maxWidth))
+      cells = cells.map(r => r.map((c, j) => (j === i ? {...c, text: abbreviate(c.text, max)} : c)))
+      widths = headers.map((h, k) => Math.max(h.length, ...cells.map(r => r[k]?.text.length ?? 0)))
+    }
+  }
   const sep = '+' + widths.map(w => '-'.repeat(w + 2)).join('+') + '+'
   let top = sep
   if (title) {
@@ -73,9 +122,9 @@ function nodeState(n: NodeStatus): Cell {
   return statusCell('ok', 'reachable')
 }
 
-export function renderNodes(r: StatusResult): string[] {
+export function renderNodes(r: StatusResult, opts: RenderOptions = {}): string[] {
   const rows = r.nodes.map(n => [n.name, n.target, n.version ?? '-', nodeState(n), mechanismSummary(n.name, r.links)])
-  const lines = renderTable(`Cluster: ${r.cluster}`, ['Node', 'Target', 'Version', 'State', 'Outbound'], rows)
+  const lines = renderTable(`Cluster: ${r.cluster}`, ['Node', 'Target', 'Version', 'State', 'Outbound'], rows, [], {maxWidth: opts.width, dropOrder: ['Outbound', 'Version']})
   for (const n of r.nodes) if (n.error) lines.push(`  ${n.name}: ${n.error}`)
   return lines
 }
@@ -89,7 +138,10 @@ function sumConflicts(c: Record<string, number> | undefined): number | undefined
   return c ? Object.values(c).reduce((a, b) => a + b, 0) : undefined
 }
 
-export function renderLinks(r: StatusResult): string[] {
+/** Link columns dropped first when the terminal is too narrow (Link and Status always stay). */
+export const LINK_DROP_ORDER = ['Retained', 'WAL', 'Mech', 'Conflicts', 'Worker', 'Sub', 'Slot', 'Last msg', 'Errors', 'Lag', 'Stuck at']
+
+export function renderLinks(r: StatusResult, opts: RenderOptions = {}): string[] {
   const ok = new Set(r.nodes.filter(n => n.reachable && !n.error).map(n => n.name))
   const withConflicts = r.links.some(l => l.conflicts)
   const withStuck = r.links.some(l => l.stuck)
@@ -125,7 +177,7 @@ export function renderLinks(r: StatusResult): string[] {
     row.push(statusCell(l.status))
     return row
   })
-  return [...renderTable('Links', headers, rows, align), ...reasonLines(r.links)]
+  return [...renderTable('Links', headers, rows, align, {maxWidth: opts.width, dropOrder: LINK_DROP_ORDER, columns: opts.columns}), ...reasonLines(r.links)]
 }
 
 function reasonLines(links: LinkStatus[]): string[] {
@@ -153,6 +205,10 @@ export function renderMatrix(r: StatusResult): string[] {
 export interface RenderOptions {
   /** show the lag matrix instead of the links table */
   matrix?: boolean
+  /** terminal width: tables drop columns (then abbreviate) to fit; undefined = no limit (not a terminal) */
+  width?: number
+  /** link table columns to show (by header name, case-insensitive); Link is always shown */
+  columns?: string[]
 }
 
 /** The whole screen. The matrix replaces the links table with --matrix or when there are more than 4 nodes. */
@@ -163,10 +219,10 @@ export function renderStatus(r: StatusResult, opts: RenderOptions = {}): string[
     lines.push(chalk.yellow(`! unfinished mmlite ${u.command} run (${u.key}, started ${u.startedAt}): re-run \`mmlite ${u.command}\` to finish it`))
   }
   for (const d of r.drift ?? []) lines.push(chalk.yellow(`! schema drift: ${driftLine(d)}`))
-  lines.push(...renderNodes(r))
+  lines.push(...renderNodes(r, opts))
   if (r.nodes.length > 1) {
     lines.push('')
-    lines.push(...(opts.matrix || r.nodes.length > 4 ? renderMatrix(r) : renderLinks(r)))
+    lines.push(...(opts.matrix || r.nodes.length > 4 ? renderMatrix(r) : renderLinks(r, opts)))
   }
   return lines
 }

@@ -53,10 +53,14 @@ export async function runWizard(file: string, prompts: Prompts, say: (line: stri
   }
   const first = parseConnInfo(nodes[0].dsn)
   const c = new NodeConn({name: nodes[0].name, dsn: nodes[0].dsn, conn: first, peerConn: first}, {connectTimeoutMs: 5000})
-  let tables: {schema: string; name: string}[]
+  let tables: {schema: string; name: string; identity: boolean}[]
   try {
-    tables = await c.query<{schema: string; name: string}>(
-      `SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    // identity: what preflight requires (a primary key, a replica identity index, or REPLICA IDENTITY FULL)
+    tables = await c.query<{schema: string; name: string; identity: boolean}>(
+      `SELECT n.nspname AS schema, c.relname AS name,
+              (c.relreplident = 'f' OR EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid
+                 AND (i.indisprimary AND c.relreplident = 'd' OR i.indisreplident AND c.relreplident = 'i'))) AS identity
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema')
           AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2`,
     )
@@ -70,7 +74,10 @@ export async function runWizard(file: string, prompts: Prompts, say: (line: stri
     message: `Tables to replicate (read from ${nodes[0].name}):`,
     choices: tables.map(t => {
       const tn = makeTableName(t.schema, t.name)
-      return {name: tn.display, value: tn.display, checked: true}
+      // never pre-select a table preflight will refuse (no primary key / replica identity)
+      return t.identity
+        ? {name: tn.display, value: tn.display, checked: true}
+        : {name: `${tn.display} (no primary key: add one or REPLICA IDENTITY FULL before replicating it)`, value: tn.display, checked: false}
     }),
   })
   if (chosen.length === 0) throw new MmliteError('no table chosen', {code: ExitCode.Config})

@@ -3,6 +3,7 @@
  * process, SQL on a node, convergence checks. Every wait polls.
  */
 import {spawn} from 'node:child_process'
+import {existsSync, readdirSync, statSync} from 'node:fs'
 import {mkdtemp, writeFile} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -99,10 +100,70 @@ export interface CliResult {
   stderr: string
 }
 
-/** The real CLI (compiled: `npm test` builds first) as a child process. */
+let distChecked = false
+
+/**
+ * Integration tests run the compiled CLI (dist/) but import helpers and step lists from src/:
+ * both must be the same code. Fails (once per process, before the first CLI run) when a source
+ * file is newer than its compiled output or has none: run `npm run build` (`npm test` does).
+ */
+export function assertDistFresh(): void {
+  if (distChecked) return
+  const stale: string[] = []
+  const walk = (rel: string): void => {
+    for (const e of readdirSync(path.join(ROOT, 'src', rel), {withFileTypes: true})) {
+      const r = path.join(rel, e.name)
+      if (e.isDirectory()) walk(r)
+      else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')) {
+        const js = path.join(ROOT, 'dist', r.replace(/\.ts$/, '.js'))
+        if (!existsSync(js) || statSync(js).mtimeMs < statSync(path.join(ROOT, 'src', r)).mtimeMs) stale.push(`src/${r}`)
+      }
+    }
+  }
+  walk('')
+  if (stale.length) {
+    throw new Error(`dist/ is older than src/ (${stale.slice(0, 5).join(', ')}${stale.length > 5 ? ', …' : ''}): run \`npm run build\` first (npm test does)`)
+  }
+  distChecked = true
+}
+
+/**
+ * Run cleanups after a test body without hiding its error: every cleanup runs; a cleanup error
+ * is thrown only when the body succeeded, else it is printed and the body's error is kept.
+ */
+export async function withCleanup<T>(body: () => Promise<T>, ...cleanups: Array<() => Promise<unknown>>): Promise<T> {
+  let failed = false
+  try {
+    return await body()
+  } catch (e) {
+    failed = true
+    throw e
+  } finally {
+    const errors: unknown[] = []
+    for (const c of cleanups) {
+      try {
+        await c()
+      } catch (e) {
+        errors.push(e)
+      }
+    }
+    if (errors.length) {
+      if (failed) for (const e of errors) console.error(`cleanup failed too (the test's own error is reported): ${(e as Error).message}`)
+      else throw errors[0] // eslint-disable-line no-unsafe-finally
+    }
+  }
+}
+
+/** The real CLI (compiled: `npm test` builds first, checked by assertDistFresh) as a child process. */
 export function runCli(args: string[], opts: {env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number} = {}): Promise<CliResult> {
+  assertDistFresh()
+  return runProgram(process.execPath, [path.join(ROOT, 'bin/run.js'), ...args], {...opts, timeoutMs: opts.timeoutMs ?? 180_000})
+}
+
+/** Any program as a child process (no stdin), its output collected; killed after timeoutMs. */
+export function runProgram(cmd: string, args: string[], opts: {env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number} = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(ROOT, 'bin/run.js'), ...args], {
+    const child = spawn(cmd, args, {
       cwd: opts.cwd ?? ROOT,
       env: {...process.env, CI: '1', ...opts.env},
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -113,8 +174,8 @@ export function runCli(args: string[], opts: {env?: NodeJS.ProcessEnv; cwd?: str
     child.stderr.on('data', d => (stderr += d))
     const timer = setTimeout(() => {
       child.kill('SIGKILL')
-      reject(new Error(`mmlite ${args.join(' ')} timed out\nstdout:\n${stdout}\nstderr:\n${stderr}`))
-    }, opts.timeoutMs ?? 180_000)
+      reject(new Error(`${path.basename(cmd)} ${args.join(' ')} timed out\nstdout:\n${stdout}\nstderr:\n${stderr}`))
+    }, opts.timeoutMs ?? 300_000)
     child.on('error', reject)
     child.on('close', (code, signal) => {
       clearTimeout(timer)

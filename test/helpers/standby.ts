@@ -69,7 +69,7 @@ export async function createStandby(primary: LocalServer, opts: StandbyOptions):
   const method = opts.method ?? (basebackup ? 'basebackup' : 'lowlevel')
   const slot = opts.slot === undefined ? `${opts.name}_feed` : opts.slot
   const info = await prepareServerDirs({major: primary.major, name: opts.name})
-  const server = LocalServer.attach(info, {track: true})
+  const server = LocalServer.attach(info, {track: true, sameAuthAs: primary}) // copy of primary: its password
   const conninfo = `host=127.0.0.1 port=${primary.port} user=postgres application_name=${opts.name}`
   if (method === 'basebackup') {
     if (!basebackup) throw new Error(`PostgreSQL ${primary.major} has no pg_basebackup here; use method 'lowlevel'`)

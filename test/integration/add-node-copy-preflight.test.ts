@@ -34,7 +34,8 @@ describe('add-node copy: preflight refusals change nothing (PostgreSQL 18)', fun
     assert.equal(r.code, 0, r.stderr + r.stdout)
     await h.writeOnEveryNode(servers, 5)
     await h.waitConverged(servers, 'public.users', 10)
-    // a password in the DSN (trust auth ignores it): it must never be printed
+    // a password in the DSN (the server checks it: scram-sha-256): it must never be printed
+    await x.setPassword('s3cr3tpw')
     xDsn = `postgresql://postgres:s3cr3tpw@127.0.0.1:${x.port}/postgres`
   })
   after(() => stopAllStarted())
@@ -47,9 +48,13 @@ describe('add-node copy: preflight refusals change nothing (PostgreSQL 18)', fun
   }
 
   async function refuse(args: string[], ...expected: RegExp[]): Promise<string> {
+    return refuseWith(11, args, ...expected)
+  }
+
+  async function refuseWith(code: number, args: string[], ...expected: RegExp[]): Promise<string> {
     const before = await state()
     const r = await h.runCli(['add-node', 'node3', '-c', cfg, '--yes', ...args])
-    assert.equal(r.code, 11, `expected a preflight refusal, got ${r.code}\n${r.stdout}\n${r.stderr}`)
+    assert.equal(r.code, code, `expected a refusal with exit ${code}, got ${r.code}\n${r.stdout}\n${r.stderr}`)
     assert.match(r.stderr, /nothing was changed/)
     for (const e of expected) assert.match(r.stderr, e)
     assert.doesNotMatch(r.stdout + r.stderr, /s3cr3tpw/)
@@ -91,7 +96,8 @@ describe('add-node copy: preflight refusals change nothing (PostgreSQL 18)', fun
   })
 
   it('an unknown source', async () => {
-    await refuse(['--dsn', xDsn, '--source', 'nope'], /source: --source nope is not an existing node/)
+    // an unknown node is exit 10 in every command (flags.test.ts)
+    await refuseWith(10, ['--dsn', xDsn, '--source', 'nope'], /unknown node "nope" \(--source\)/)
   })
 
   it('--dry-run prints the SQL per node and changes nothing; without --yes and a terminal it refuses', async () => {

@@ -131,9 +131,10 @@ for (const major of [15, 18] as PgMajor[]) {
         try {
           x = await createStandby(servers[0], {name: 'node4'})
           await h.sql(x, 'SELECT pg_wal_replay_pause()')
-          const failed = await h.runCli([...args(x), '--timeout', '3'])
+          // --timeout is the whole wait of the run: long enough for the waits before the replay one
+          const failed = await h.runCli([...args(x), '--timeout', '20s'])
           assert.equal(failed.code, 15, failed.stderr + failed.stdout)
-          assert.match(failed.stderr, /timed out after 3 s waiting for node4 to replay node1's WAL/)
+          assert.match(failed.stderr, /timed out after \d+ s waiting for node4 to replay node1's WAL/)
           // not left paused, though the operation is unfinished
           const subs = await h.sql<{subname: string; subenabled: boolean}>(servers[0], 'SELECT subname, subenabled FROM pg_subscription ORDER BY 1')
           assert.deepEqual(subs.map(s => [s.subname, s.subenabled]), [['shop_node2_node1', true], ['shop_node3_node1', true]])

@@ -4,7 +4,8 @@
  *
  *  1. default demo (3 × PG 18): converges, identical counts and checksums, nothing left behind
  *  2. --keep (2 × PG 16): the kept mesh really replicates (both directions); --stop removes it
- *  3. a kept demo is a leftover for the next demo, which stops it first and succeeds
+ *  3. a kept demo is never deleted by the next demo (it refuses, exit 12, the kept servers keep
+ *     running with their rows); after --stop the next demo succeeds
  */
 import assert from 'node:assert/strict'
 import {existsSync, readFileSync} from 'node:fs'
@@ -13,7 +14,7 @@ import os from 'node:os'
 import path from 'node:path'
 import pg from 'pg'
 
-import {CONFIG_FILE, STATE_FILE, demoDir} from '../../src/local/demo.js'
+import {CONFIG_FILE, PASS_FILE, STATE_FILE, demoDir} from '../../src/local/demo.js'
 import {pollUntil} from '../../src/util/poll.js'
 import {runCli, type CliResult} from '../helpers/cluster.js'
 
@@ -64,8 +65,15 @@ async function assertPortsClosed(ports: number[]): Promise<void> {
   for (const p of ports) assert.equal(await portClosed(p), true, `port ${p} still accepts connections`)
 }
 
+/** The demo's servers require their random password, kept in <demo dir>/pgpass (0600). */
+function demoPassword(port: number): string {
+  const line = readFileSync(path.join(DIR, PASS_FILE), 'utf8').split('\n').find(l => l.startsWith(`127.0.0.1:${port}:`))
+  assert.ok(line, `a password for port ${port} in ${PASS_FILE}`)
+  return line.split(':').slice(4).join(':').replace(/\\(.)/g, '$1')
+}
+
 async function query<T extends pg.QueryResultRow>(port: number, sql: string, params: unknown[] = []): Promise<T[]> {
-  const c = new pg.Client({connectionString: `postgresql://postgres@127.0.0.1:${port}/postgres`})
+  const c = new pg.Client({host: '127.0.0.1', port, user: 'postgres', database: 'postgres', password: demoPassword(port)})
   await c.connect()
   try {
     return (await c.query<T>(sql, params)).rows
@@ -174,7 +182,7 @@ describe('mmlite demo (real CLI, real PostgreSQL)', function () {
     assert.deepEqual(again.stopped, [], 'a second --stop has nothing to do')
   })
 
-  it('a kept demo is cleaned up by the next demo, which then succeeds', async () => {
+  it('a kept demo is never deleted by a second demo; after --stop the next demo succeeds', async () => {
     const k = await cli(['demo', '--keep', '--nodes', '2'])
     assert.equal(k.code, 0, explain(k))
     const out = k.stdout
@@ -190,12 +198,25 @@ describe('mmlite demo (real CLI, real PostgreSQL)', function () {
     assert.equal(oldState.status, 'kept')
     assert.deepEqual(oldState.servers.map(s => s.port), oldPorts)
 
+    const [before] = await query<{n: number}>(oldPorts[0], 'SELECT count(*)::int AS n FROM public.customers')
+    assert.equal(before.n, 100) // 50 customers written on each of the 2 nodes
+
+    const second = await cli(['demo', '--nodes', '2', '--json'])
+    assert.equal(second.code, 12, explain(second))
+    const err = JSON.parse(second.stdout) as {code: string; message: string; fix: string}
+    assert.equal(err.code, 'locked')
+    assert.match(err.message, /a demo you kept is still running/)
+    assert.match(err.fix, /mmlite demo --stop/)
+    // untouched: same state, servers running, rows there
+    assert.deepEqual(JSON.parse(readFileSync(STATE, 'utf8')), oldState)
+    for (const p of oldPorts) assert.equal(await portClosed(p), false, `kept server on ${p} still runs`)
+    for (const p of oldPorts) assert.equal((await query<{n: number}>(p, 'SELECT count(*)::int AS n FROM public.customers'))[0].n, 100)
+
+    const stop = await cliJson<StopJson>(['demo', '--stop'])
+    assert.deepEqual(stop.stopped.map(s => s.port), oldPorts)
     const d = await cliJson<DemoJson>(['demo', '--nodes', '2'])
     assertConverged(d, 2)
-    assert.deepEqual(d.leftovers, [
-      {name: 'node1', port: oldPorts[0]},
-      {name: 'node2', port: oldPorts[1]},
-    ])
+    assert.deepEqual(d.leftovers, [])
     assert.equal(d.kept, false)
     for (const s of oldState.servers) assert.equal(existsSync(s.dataDir), false, `${s.dataDir} removed`)
     assert.equal(existsSync(DIR), false, 'demo directory removed')

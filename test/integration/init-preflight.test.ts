@@ -102,8 +102,8 @@ describe('init: preflight refusals change nothing', function () {
   it('an unknown --seed', async () => {
     const cfg = await h.writeConfig(dir, servers)
     const r = await h.runCli(['init', '-c', cfg, '--yes', '--seed', 'nope'])
-    assert.equal(r.code, 11)
-    assert.match(r.stderr, /--seed nope is not a node/)
+    assert.equal(r.code, 10, 'an unknown node is exit 10 in every command (flags.test.ts)')
+    assert.match(r.stderr, /unknown node "nope" \(--seed\)/)
   })
 
   it('a node with data that is not the --seed', async () => {

@@ -132,6 +132,7 @@ describe('init: dry-run, confirmation and secrets', function () {
   after(() => stopAllStarted())
 
   it('--dry-run prints the SQL per node and changes nothing; passwords are redacted', async () => {
+    await Promise.all(servers.map(s => s.setPassword("s3cr'et"))) // the servers check it (scram-sha-256)
     const file = path.join(dir, 'mmlite.yaml')
     const {writeFile} = await import('node:fs/promises')
     await writeFile(
@@ -165,6 +166,7 @@ describe('init: dry-run, confirmation and secrets', function () {
   })
 
   it('uses the real password in the subscription while never printing it', async () => {
+    await Promise.all(servers.map(s => s.setPassword("s3 cr\\et'x"))) // the servers check it (scram-sha-256)
     const file = path.join(dir, 'mmlite.yaml')
     const {writeFile} = await import('node:fs/promises')
     await writeFile(

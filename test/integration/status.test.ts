@@ -100,7 +100,8 @@ describe('mmlite status (real PostgreSQL 16 mesh, real CLI)', function () {
     }
     dir = await mkdtemp(path.join(os.tmpdir(), 'mmlite-status-'))
     config = path.join(dir, 'mmlite.yaml')
-    // trust auth ignores the passwords; they must never be printed
+    // the servers check passwords (scram-sha-256): give them this one; it must never be printed
+    await Promise.all([n1, n2].map(s => s.setPassword(SECRET)))
     await writeFile(
       config,
       [
