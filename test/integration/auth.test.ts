@@ -59,7 +59,15 @@ async function converged(servers: LocalServer[], table: string, count: number): 
  * Roles and grants exactly as README lists them, then scram-sha-256 only. The superuser keeps a
  * password only so the test itself can check the data; mmlite never uses it.
  */
-async function secure(s: LocalServer, opts: {newNode: boolean}): Promise<void> {
+const NEW_NODE_GRANTS = [
+  // the view pg_replication_origin_status calls this function; both are superuser-only by default
+  'GRANT EXECUTE ON FUNCTION pg_catalog.pg_show_replication_origin_status() TO mmlite_admin;',
+  // add-node --strategy copy, on the new node only
+  'GRANT EXECUTE ON FUNCTION pg_catalog.pg_replication_origin_advance(text, pg_lsn) TO mmlite_admin;',
+  'GRANT SET ON PARAMETER session_replication_role TO mmlite_admin;',
+]
+
+async function secure(s: LocalServer, opts: {newNode: boolean; partial?: boolean}): Promise<void> {
   await h.sql(s, h.SCHEMA)
   await h.sql(
     s,
@@ -73,13 +81,8 @@ async function secure(s: LocalServer, opts: {newNode: boolean}): Promise<void> {
      CREATE ROLE mmlite_repl LOGIN REPLICATION PASSWORD '${REPL_PW}';
      GRANT SELECT ON public.departments, public.users TO mmlite_repl;
      GRANT SELECT ON pg_catalog.pg_replication_origin_status TO mmlite_admin;
-     GRANT EXECUTE ON FUNCTION pg_catalog.pg_show_replication_origin_status() TO mmlite_admin;
-     ${
-       opts.newNode
-         ? `GRANT EXECUTE ON FUNCTION pg_catalog.pg_replication_origin_advance(text, pg_lsn) TO mmlite_admin;
-            GRANT SET ON PARAMETER session_replication_role TO mmlite_admin;`
-         : ''
-     }`,
+     ${opts.partial ? '' : NEW_NODE_GRANTS.slice(0, 1).join('\n')}
+     ${opts.newNode && !opts.partial ? NEW_NODE_GRANTS.slice(1).join('\n') : ''}`,
   )
   await writeFile(
     path.join(s.dataDir, 'pg_hba.conf'),
@@ -178,7 +181,16 @@ for (const major of [17] as PgMajor[]) {
 
     it('add-node --strategy copy of a third node with --peer-dsn, then writes everywhere', async () => {
       extra = await LocalServer.start({major, name: 'auth3', settings: {wal_retrieve_retry_interval: '200ms', log_connections: 'on'}})
-      await secure(extra, {newNode: true})
+      // first without the grants the new node needs beyond init's: refused by preflight, nothing changed
+      await secure(extra, {newNode: true, partial: true})
+      const before = await Promise.all([...servers, extra].map(s => meshObjects(s)))
+      const refused = await h.runCli(['add-node', 'node3', '--dsn', adminDsn(extra), '--peer-dsn', peerDsn(extra), '--strategy', 'copy', '-c', cfg, '--yes'], {env})
+      assert.equal(refused.code, 11, refused.stderr + refused.stdout)
+      assert.match(refused.stderr, /\[node3\] privileges: the connecting role cannot read pg_replication_origin_status[\s\S]*pg_show_replication_origin_status\(\)/)
+      assert.match(refused.stderr, /\[node3\] privileges: the connecting role cannot execute pg_replication_origin_advance/)
+      assert.match(refused.stderr, /\[node3\] privileges: the connecting role cannot SET session_replication_role/)
+      assert.deepEqual(await Promise.all([...servers, extra].map(s => meshObjects(s))), before)
+      await q(extra, NEW_NODE_GRANTS.join('\n'))
       const r = await h.runCli(['add-node', 'node3', '--dsn', adminDsn(extra), '--peer-dsn', peerDsn(extra), '--strategy', 'copy', '-c', cfg, '--yes', '--json'], {
         env,
         timeoutMs: 400_000,
@@ -219,4 +231,15 @@ for (const major of [17] as PgMajor[]) {
 async function applyErrors(s: LocalServer): Promise<number> {
   const r = await q<{n: number}>(s, 'SELECT coalesce(sum(apply_error_count + sync_error_count), 0)::int AS n FROM pg_stat_subscription_stats')
   return r[0].n
+}
+
+async function meshObjects(s: LocalServer): Promise<{pubs: string[]; slots: string[]; subs: string[]; origins: string[]}> {
+  const [r] = await q<{pubs: string[]; slots: string[]; subs: string[]; origins: string[]}>(
+    s,
+    `SELECT ARRAY(SELECT pubname::text FROM pg_publication ORDER BY 1) AS pubs,
+            ARRAY(SELECT slot_name::text FROM pg_replication_slots ORDER BY 1) AS slots,
+            ARRAY(SELECT subname::text || ':' || subenabled::text FROM pg_subscription ORDER BY 1) AS subs,
+            ARRAY(SELECT roname FROM pg_replication_origin ORDER BY 1) AS origins`,
+  )
+  return r
 }
