@@ -132,6 +132,34 @@ for (const major of [17] as PgMajor[]) {
       await Promise.all([...servers, ...(extra ? [extra] : [])].map(s => s.destroy()))
     })
 
+    it('init refuses a peer_dsn without password for a non-superuser subscription owner, changing nothing', async () => {
+      // PostgreSQL 16+ requires a non-superuser subscription owner's conninfo to contain a
+      // password (a ~/.pgpass of the server OS user is not accepted): preflight must say so
+      // before anything is created, not fail at CREATE SUBSCRIPTION halfway through
+      const file = path.join(path.dirname(cfg), 'nopass.yaml')
+      await writeFile(
+        file,
+        [
+          'cluster: shop',
+          'tables:',
+          ...TABLES.map(t => `  - ${t}`),
+          'nodes:',
+          `  - name: node1`,
+          `    dsn: ${adminDsn(servers[0])}`,
+          `    peer_dsn: ${peerDsn(servers[0])}`,
+          `  - name: node2`,
+          `    dsn: ${adminDsn(servers[1])}`,
+          `    peer_dsn: host=127.0.0.1 port=${servers[1].port} dbname=postgres user=mmlite_repl`,
+        ].join('\n') + '\n',
+      )
+      const before = await Promise.all(servers.map(s => meshObjects(s)))
+      const r = await h.runCli(['init', '-c', file, '--yes'], {env})
+      assert.equal(r.code, 11, r.stderr + r.stdout)
+      assert.match(r.stderr, /\[node1\] privileges:.*peer_dsn of node2 has no password/)
+      assert.doesNotMatch(r.stderr, /peer_dsn of node1/)
+      assert.deepEqual(await Promise.all(servers.map(s => meshObjects(s))), before)
+    })
+
     it('init builds the mesh as mmlite_admin; the subscriptions connect as mmlite_repl', async () => {
       const r = await h.runCli(['init', '-c', cfg, '--yes', '--json'], {env})
       assert.equal(r.code, 0, r.stderr + r.stdout)
