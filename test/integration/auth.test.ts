@@ -3,10 +3,13 @@
  * scram-sha-256 over TCP (no trust, no peer), a NON-superuser admin role per node holding
  * exactly the privileges the README lists for init/add-node/remove-node (PG 16+: LOGIN
  * REPLICATION, member of pg_create_subscription, owner of the replicated tables, CREATE on the
- * database; for add-node --strategy copy also EXECUTE on pg_replication_origin_advance on the new
- * node), and a dedicated replication role (LOGIN REPLICATION + SELECT on the tables) that the
- * peers use through `peer_dsn` / `--peer-dsn`. init, writes on every node checked on every
- * node, status, add-node --strategy copy of a third node, remove-node.
+ * database, SELECT on pg_replication_origin_status + EXECUTE on pg_show_replication_origin_status();
+ * on a node joining by add-node --strategy copy also EXECUTE on pg_replication_origin_advance and
+ * SET on session_replication_role), and a dedicated replication role (LOGIN REPLICATION + SELECT
+ * on the tables) that the peers use through `peer_dsn` / `--peer-dsn` (with its password: 16+
+ * requires it for a non-superuser subscription owner). init (and its refusal of a peer_dsn
+ * without password), writes on every node checked on every node, status, add-node --strategy
+ * copy of a third node (and its refusal while grants are missing), remove-node.
  *
  * Self-contained: the servers start with the usual trust setup, the roles are created through
  * it, then pg_hba.conf is rewritten to scram-sha-256 only and reloaded; from then on every
@@ -99,6 +102,14 @@ async function secure(s: LocalServer, opts: {newNode: boolean; partial?: boolean
 
 const adminDsn = (s: LocalServer) => `host=127.0.0.1 port=${s.port} dbname=postgres user=mmlite_admin`
 const peerDsn = (s: LocalServer) => `host=127.0.0.1 port=${s.port} dbname=postgres user=mmlite_repl password=${REPL_PW}`
+/** mmlite.yaml for the first servers: admin dsn (no password: PGPASSWORD) and the given peer_dsn per node. */
+async function writeAuthConfig(file: string, servers: LocalServer[], peerDsns: string[]): Promise<string> {
+  const lines = ['cluster: shop', 'tables:', ...TABLES.map(t => `  - ${t}`), 'nodes:']
+  servers.forEach((s, i) => lines.push(`  - name: node${i + 1}`, `    dsn: ${adminDsn(s)}`, `    peer_dsn: ${peerDsns[i]}`))
+  await writeFile(file, lines.join('\n') + '\n')
+  return file
+}
+
 /** The CLI's own connections read the admin password from the environment, never from a file or a flag. */
 const env = {PGPASSWORD: ADMIN_PW}
 
@@ -116,17 +127,7 @@ for (const major of [17] as PgMajor[]) {
       await q(servers[0], "INSERT INTO public.departments SELECT g, 'dept ' || g FROM generate_series(1, 10) g", [], conn(servers[0], 'mmlite_admin', ADMIN_PW))
       await q(servers[0], "INSERT INTO public.users SELECT g, g % 10 + 1, 'seed ' || g, 'node1' FROM generate_series(1, 200) g", [], conn(servers[0], 'mmlite_admin', ADMIN_PW))
       const dir = await h.tempDir('mmlite-auth-')
-      cfg = path.join(dir, 'mmlite.yaml')
-      await writeFile(
-        cfg,
-        [
-          'cluster: shop',
-          'tables:',
-          ...TABLES.map(t => `  - ${t}`),
-          'nodes:',
-          ...servers.flatMap((s, i) => [`  - name: node${i + 1}`, `    dsn: ${adminDsn(s)}`, `    peer_dsn: ${peerDsn(s)}`]),
-        ].join('\n') + '\n',
-      )
+      cfg = await writeAuthConfig(path.join(dir, 'mmlite.yaml'), servers, servers.map(peerDsn))
     })
     after(async () => {
       await Promise.all([...servers, ...(extra ? [extra] : [])].map(s => s.destroy()))
@@ -136,22 +137,10 @@ for (const major of [17] as PgMajor[]) {
       // PostgreSQL 16+ requires a non-superuser subscription owner's conninfo to contain a
       // password (a ~/.pgpass of the server OS user is not accepted): preflight must say so
       // before anything is created, not fail at CREATE SUBSCRIPTION halfway through
-      const file = path.join(path.dirname(cfg), 'nopass.yaml')
-      await writeFile(
-        file,
-        [
-          'cluster: shop',
-          'tables:',
-          ...TABLES.map(t => `  - ${t}`),
-          'nodes:',
-          `  - name: node1`,
-          `    dsn: ${adminDsn(servers[0])}`,
-          `    peer_dsn: ${peerDsn(servers[0])}`,
-          `  - name: node2`,
-          `    dsn: ${adminDsn(servers[1])}`,
-          `    peer_dsn: host=127.0.0.1 port=${servers[1].port} dbname=postgres user=mmlite_repl`,
-        ].join('\n') + '\n',
-      )
+      const file = await writeAuthConfig(path.join(path.dirname(cfg), 'nopass.yaml'), servers, [
+        peerDsn(servers[0]),
+        `host=127.0.0.1 port=${servers[1].port} dbname=postgres user=mmlite_repl`,
+      ])
       const before = await Promise.all(servers.map(s => meshObjects(s)))
       const r = await h.runCli(['init', '-c', file, '--yes'], {env})
       assert.equal(r.code, 11, r.stderr + r.stdout)
