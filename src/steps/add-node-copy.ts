@@ -505,10 +505,15 @@ async function createSlotWatched(
 
 /** has_parameter_privilege exists from 15 on; before, only a superuser may SET session_replication_role */
 const privsSql = (version: number) => `SELECT r.rolsuper AS superuser, r.rolreplication AS replication,
-       has_table_privilege('pg_catalog.pg_replication_origin_status', 'SELECT') AS origin_status,
+       (has_table_privilege('pg_catalog.pg_replication_origin_status', 'SELECT')
+        AND has_function_privilege('pg_catalog.pg_show_replication_origin_status()', 'EXECUTE')) AS origin_status,
        has_function_privilege('pg_catalog.pg_replication_origin_advance(text, pg_lsn)', 'EXECUTE') AS origin_advance,
        ${version >= 150000 ? `has_parameter_privilege('session_replication_role', 'SET')` : 'r.rolsuper'} AS set_replication_role
   FROM pg_roles r WHERE r.rolname = current_user`
+
+/** the view pg_replication_origin_status calls pg_show_replication_origin_status(): both are superuser-only by default */
+const ORIGIN_STATUS_FIX =
+  'Connect as a superuser, or: GRANT SELECT ON pg_catalog.pg_replication_origin_status TO <role>; GRANT EXECUTE ON FUNCTION pg_catalog.pg_show_replication_origin_status() TO <role>;'
 
 async function preflight(a: AddNodeContext): Promise<Problem[]> {
   const problems: Problem[] = []
@@ -576,10 +581,13 @@ async function preflight(a: AddNodeContext): Promise<Problem[]> {
     if (!ps.value.superuser && !ps.value.replication)
       problems.push({node: S, check: 'privileges', message: 'the connecting role lacks REPLICATION (the copy uses a replication connection to export a snapshot)', fix: 'ALTER ROLE <role> REPLICATION;'})
     if (!ps.value.origin_status)
-      problems.push({node: S, check: 'privileges', message: 'the connecting role cannot read pg_replication_origin_status', fix: 'Connect as a superuser, or: GRANT SELECT ON pg_replication_origin_status TO <role>;'})
+      problems.push({node: S, check: 'privileges', message: 'the connecting role cannot read pg_replication_origin_status', fix: ORIGIN_STATUS_FIX})
   }
   const px = privs.get(X)
   if (px?.ok && px.value) {
+    // X's subscriptions are positioned and checked through their origin progress
+    if (!px.value.superuser && !px.value.origin_status)
+      problems.push({node: X, check: 'privileges', message: 'the connecting role cannot read pg_replication_origin_status', fix: ORIGIN_STATUS_FIX})
     if (!px.value.origin_advance)
       problems.push({node: X, check: 'privileges', message: 'the connecting role cannot execute pg_replication_origin_advance', fix: 'Connect as a superuser, or: GRANT EXECUTE ON FUNCTION pg_replication_origin_advance(text, pg_lsn) TO <role>;'})
     if (!px.value.set_replication_role && !done)

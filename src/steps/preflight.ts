@@ -150,6 +150,17 @@ export async function preflight(
               : 'Connect as a superuser (PostgreSQL < 16 requires it to create subscriptions).',
         })
       }
+      // 16+: a non-superuser subscription owner's conninfo must contain a password (password_required;
+      // ~/.pgpass of the server OS user is not accepted): the peers' peer_dsn that node's subscriptions use
+      const nopass = f.versionNum >= 160000 ? cfg.nodes.filter(p => p.name !== node && !p.peerConn.get('password')) : []
+      if (nopass.length) {
+        problems.push({
+          node,
+          check: 'privileges',
+          message: `the connecting role is not a superuser, so its subscriptions need a password in their connection string (PostgreSQL 16+): peer_dsn of ${nopass.map(p => p.name).join(', ')} has no password`,
+          fix: `Add password=\${VAR} to the peer_dsn of ${nopass.map(p => p.name).join(', ')} (a ~/.pgpass is not enough for a non-superuser subscription owner), or connect to ${node} as a superuser.`,
+        })
+      }
     }
 
     // output plugin: needed where an outbound edge is not native

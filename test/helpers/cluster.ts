@@ -214,6 +214,7 @@ export async function tableDigest(s: LocalServer, table: string, orderBy = 'id')
 
 /** Wait until every node holds `count` rows in `table` with identical contents. */
 export async function waitConverged(servers: LocalServer[], table: string, count: number, timeoutMs = 60_000): Promise<void> {
+  if (servers.length === 0) throw new Error(`waitConverged(${table}): no servers given`)
   let last: Array<{count: number; md5: string}> = []
   try {
     await waitFor(async () => {

@@ -378,6 +378,7 @@ async function problemsOn(s: LocalServer, report: LoadReport, expectedUsers: num
  * full content on every node — the source node included: pass every node.
  */
 export async function verifyLoad(servers: LocalServer[], report: LoadReport, extraRows = 0, timeoutMs = 120_000, tables = TABLES): Promise<void> {
+  if (servers.length === 0) throw new Error('verifyLoad: no servers given')
   const expected = [...report.acked.values()].reduce((a, m) => a + m.size, 0) + extraRows
   let last: string[] = []
   try {

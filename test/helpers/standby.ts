@@ -182,12 +182,17 @@ async function copyTree(src: string, dst: string, rel: string, keepSlotFiles: bo
 /**
  * Samples the new node every few ms (until stop()): once it is out of recovery, no
  * subscription on it that uses a slot named for the source (`<c>_<P>_<S>`) may be enabled or
- * have a worker. Sampling errors (the node restarting, ...) are counted, not fatal.
+ * have a worker. Sampling errors do not stop the loop but are kept in `errors` (tests assert
+ * it is empty: a query that always fails must not pass as "no violation"), and only samples
+ * taken once the node is out of recovery count as `evaluated` (tests assert some were).
  */
 export class SourceSlotGuard {
   readonly violations: string[] = []
+  /** samples taken (in recovery or not) */
   samples = 0
-  errors = 0
+  /** samples taken after promotion: the only ones that can see a violation */
+  evaluated = 0
+  readonly errors: string[] = []
   private stopping = false
   private loop?: Promise<void>
 
@@ -213,14 +218,16 @@ export class SourceSlotGuard {
             [this.sourceSlots],
           )
           this.samples++
+          if (r.rows.length === 0) throw new Error('guard query returned no row')
+          if (!r.rows[0].rec) this.evaluated++
           for (const row of r.rows) {
             if (row.rec || row.subname === null) continue
             if (row.enabled || row.pid !== null) {
               this.violations.push(`${new Date().toISOString()} ${this.x.name}: subscription ${row.subname} on slot ${row.slot} enabled=${row.enabled} worker=${row.pid}`)
             }
           }
-        } catch {
-          this.errors++
+        } catch (e) {
+          this.errors.push(`${new Date().toISOString()} ${this.x.name}: ${(e as Error).message}`)
           await c?.end().catch(() => {})
           c = undefined
         }

@@ -163,7 +163,8 @@ for (const major of [15, 18] as PgMajor[]) {
 
       // the promoted standby never touched node1's slots
       assert.deepEqual(guard.violations, [])
-      assert.ok(guard.samples > 10, `guard sampled ${guard.samples} times`)
+      assert.deepEqual(guard.errors, [], 'the guard could sample node4 throughout')
+      assert.ok(guard.evaluated > 10, `guard sampled the promoted node4 ${guard.evaluated} times (${guard.samples} samples in all)`)
       for (const sub of sourceSlots) assert.equal(await applyWorkerStarts(x, sub), 0, `node4 never started ${sub}`)
       const startsAfter = await Promise.all([
         replicationStarts(servers[1], 'shop_node2_node1'),

@@ -2,8 +2,10 @@
  * `mmlite demo` end to end: the real CLI in a child process (compiled bin/run.js),
  * real PostgreSQL servers from the npm packages.
  *
- *  1. default demo (3 × PG 18): converges, identical counts and checksums, nothing left behind
- *  2. --keep (2 × PG 16): the kept mesh really replicates (both directions); --stop removes it
+ *  1. default demo (3 × PG 18): converges, identical counts and checksums (as the CLI reports
+ *     them: its servers are gone when it exits), nothing left behind
+ *  2. --keep (2 × PG 16): the test reads every node itself (same full rows; the CLI's checksums
+ *     recomputed from the servers), the kept mesh really replicates (both directions); --stop removes it
  *  3. a kept demo is never deleted by the next demo (it refuses, exit 12, the kept servers keep
  *     running with their rows); after --stop the next demo succeeds
  */
@@ -111,6 +113,35 @@ function assertConverged(d: DemoJson, n: number): void {
   assert.equal(d.config, path.join(DIR, CONFIG_FILE))
 }
 
+/**
+ * The test's own digest of a kept demo, read from the servers (not from the CLI's report):
+ * every node holds the same full rows of both tables, with the expected counts; and the
+ * checksum the CLI printed for each node is the md5 over the sorted ids it claims to be.
+ */
+async function assertServersIdentical(ports: number[], n: number, reported?: DemoJson['rows']['perNode']): Promise<void> {
+  assert.equal(ports.length, n)
+  const digests = await Promise.all(
+    ports.map(async port =>
+      (
+        await query<{customers: number; orders: number; rows: string; ids: string}>(
+          port,
+          `SELECT (SELECT count(*)::int FROM public.customers) AS customers, (SELECT count(*)::int FROM public.orders) AS orders,
+                  md5(coalesce((SELECT string_agg(c::text, '|' ORDER BY c.id) FROM public.customers c), '') || '#' ||
+                      coalesce((SELECT string_agg(o::text, '|' ORDER BY o.id) FROM public.orders o), '')) AS rows,
+                  md5(coalesce((SELECT string_agg(id::text, ',' ORDER BY id) FROM public.customers), '') || '|' ||
+                      coalesce((SELECT string_agg(id::text, ',' ORDER BY id) FROM public.orders), '')) AS ids`,
+        )
+      )[0],
+    ),
+  )
+  for (const d of digests) {
+    assert.equal(d.customers, 50 * n)
+    assert.equal(d.orders, 100 * n)
+    assert.deepEqual(d, digests[0], 'every node holds the same rows')
+  }
+  if (reported) assert.deepEqual(reported.map(r => r.checksum), digests.map(d => d.ids), "the CLI's checksums are the servers' own")
+}
+
 describe('mmlite demo (real CLI, real PostgreSQL)', function () {
   this.timeout(300_000)
 
@@ -157,6 +188,7 @@ describe('mmlite demo (real CLI, real PostgreSQL)', function () {
     for (const n of d.nodes) assert.match(n.version, /^16\b/)
     assert.equal(d.kept, true)
     assert.equal(existsSync(STATE), true, 'state file kept')
+    await assertServersIdentical(d.nodes.map(x => x.port), 2, d.rows.perNode)
     const [a, b] = d.nodes
 
     for (const [from, to] of [
@@ -194,6 +226,7 @@ describe('mmlite demo (real CLI, real PostgreSQL)', function () {
     const oldPorts = [...out.matchAll(/psql "postgresql:\/\/postgres@127\.0\.0\.1:(\d+)\/postgres"/g)].map(m => Number(m[1]))
     assert.equal(oldPorts.length, 2, out)
     for (const p of oldPorts) assert.equal(await portClosed(p), false, `kept server on ${p} runs`)
+    await assertServersIdentical(oldPorts, 2)
     const oldState = JSON.parse(readFileSync(STATE, 'utf8')) as {status: string; servers: Array<{name: string; port: number; dataDir: string}>}
     assert.equal(oldState.status, 'kept')
     assert.deepEqual(oldState.servers.map(s => s.port), oldPorts)

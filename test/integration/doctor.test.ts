@@ -73,6 +73,7 @@ describe('doctor: findings and fixes on a real mesh (PostgreSQL 16, 17, 18)', fu
     for (const s of step.sql) assert.match(s.sql, /^ALTER SEQUENCE "public"\."(departments|users)_id_seq" INCREMENT BY 10 RESTART WITH \d+$/)
     for (const s of servers) {
       const incs = await h.sql<{i: string}>(s, 'SELECT seqincrement::text AS i FROM pg_sequence')
+      assert.notEqual(incs.length, 0, `sequences on ${s.name}`)
       assert.ok(incs.every(r => r.i === '1'), `changed on ${s.name}`)
     }
   })

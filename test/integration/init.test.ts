@@ -96,6 +96,7 @@ for (const major of [15, 18, 16, 17] as PgMajor[]) {
       const j = await h.runCli(['init', '-c', cfg, '--yes', '--json'])
       const out = h.parseJson<InitJson>(j)
       assert.equal(out.changed, false)
+      assert.notEqual(out.steps.length, 0, 'the re-run reports its steps')
       assert.ok(out.steps.every(s => s.status === 'already-done'))
     })
 

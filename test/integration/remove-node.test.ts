@@ -161,6 +161,7 @@ describe('remove-node: a live node of a 3-node PostgreSQL 18 mesh', function () 
     const forced = h.parseJson<RemoveNodeResult>(await h.runCli(['remove-node', 'node1', '-c', cfg, '--dry-run', '--force', '--json']))
     assert.deepEqual(forced.steps.map(s => s.id), FORCE_STEPS)
     assert.ok(forced.steps.flatMap(s => s.sql).length > 0, '--force plans SQL on the peers')
+    assert.notEqual(forced.steps.flatMap(s => s.sql).length, 0, '--force plans SQL on the other nodes')
     assert.ok(forced.steps.flatMap(s => s.sql).every(s => s.node !== 'node1'), '--force plans nothing on node1')
     assert.ok(forced.steps.every(s => !s.nodes.includes('node1')), '--force plans nothing on node1')
 

@@ -258,6 +258,7 @@ for (const {major, doe} of [
       const st = h.parseJson<StatusResult>(stRun)
       assert.equal(st.health, 'ok', JSON.stringify(st.links.map(l => [l.from, l.to, l.reasons])))
       assert.equal(stRun.code, 0)
+      assert.notEqual(st.links.length, 0, 'status lists the links')
       assert.ok(st.links.every(l => !l.stuck && l.status === 'ok'))
       await assertNothingStuck(servers, cfg)
     })

@@ -1,7 +1,9 @@
 /**
  * `mmlite status` health classification: pure functions over collected probes
  * (src/cluster/status.ts evaluate / classifyLink / overallHealth / exitCodeFor),
- * plus the renderer's password-free, colour-only-on-status output.
+ * plus the renderer's layout and its colours: only status cells/words are coloured, each in its
+ * health's colour, and nothing at all without colour support. (The renderer never sees a DSN;
+ * passwords are redacted when status is collected: see test/integration/status.test.ts.)
  */
 import assert from 'node:assert/strict'
 import {
@@ -17,6 +19,7 @@ import {
 } from '../../src/cluster/status.js'
 import {edgeName} from '../../src/cluster/naming.js'
 import {DEFAULT_HEALTH} from '../../src/config/config.js'
+import chalk from 'chalk'
 import {renderStatus} from '../../src/ui/status-view.js'
 import {normalizeWatchArg} from '../../src/commands/status.js'
 
@@ -368,6 +371,37 @@ describe('status rendering', () => {
     const big = renderStatus(run(mesh(['a', 'b', 'c', 'd', 'e']))).join('\n')
     assert.match(big, /Lag: from/)
     assert.doesNotMatch(big, /\| Link +\| Mech/)
+  })
+
+  it('colours only statuses, each in its colour; no escape codes without colour support', () => {
+    const p = mesh(['a', 'b', 'c'])
+    unreachable(p, 'c')
+    const r = run(p, {unfinished: [{key: 'init', command: 'init', startedAt: 't'}]})
+    const level = chalk.level
+    try {
+      chalk.level = 0
+      assert.doesNotMatch(renderStatus(r).join('\n'), /\x1b\[/)
+      chalk.level = 1
+      const text = renderStatus(r).join('\n')
+      // every coloured segment: ESC[<colour>m text ESC[39m
+      const segments = [...text.matchAll(/\x1b\[(\d+)m([^\x1b]*)\x1b\[39m/g)].map(m => ({code: Number(m[1]), text: m[2].trim()}))
+      assert.ok(segments.length >= 4, `coloured segments: ${JSON.stringify(segments)}`)
+      assert.equal(text.replace(/\x1b\[(\d+)m([^\x1b]*)\x1b\[39m/g, '$2').includes('\x1b'), false, 'no escape outside the segments')
+      const colour: Record<string, number> = {ok: 32, reachable: 32, warning: 33, critical: 31, unreachable: 31, 'query failed': 31, unknown: 31, paused: 35}
+      for (const seg of segments) {
+        if (seg.text.startsWith('! unfinished mmlite init run')) {
+          assert.equal(seg.code, 33)
+          continue
+        }
+        const want = colour[seg.text.toLowerCase()]
+        assert.ok(want !== undefined, `coloured text that is not a status: ${JSON.stringify(seg.text)}`)
+        assert.equal(seg.code, want, `colour of ${seg.text}`)
+      }
+      // the statuses that must be there, coloured: overall, the unreachable node, a critical link
+      for (const t of ['CRITICAL', 'unreachable', 'reachable', 'critical']) assert.ok(segments.some(x => x.text === t), `${t} coloured`)
+    } finally {
+      chalk.level = level
+    }
   })
 
   it('lists unfinished runs', () => {
