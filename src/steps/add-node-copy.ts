@@ -99,6 +99,7 @@ import {
 import {escapeIdentifier as qi, escapeLiteral as ql} from '../db/quote.js'
 import {compareLsn} from '../db/lsn.js'
 import {enableDisabled, waitWorkersGone, type PausedSub, type PauseRecord} from './pause.js'
+import {setOriginOnce} from './add-node/origin.js'
 import {MmliteError, ExitCode, errorMessage} from '../errors.js'
 import {pollUntil, sleep} from '../util/poll.js'
 import {formatSeconds} from '../util/text.js'
@@ -140,6 +141,8 @@ export interface CopyValues {
   pausedSubscriptions?: PausedSub[]
   pauses?: PauseRecord[]
   copy?: CopyAttempt
+  /** origin start positions set on X's inbound subscriptions (recorded before the advance; see add-node/origin.ts) */
+  originsSet?: Record<string, string>
 }
 
 function values(ctx: {journal: AddNodeContext['journal']}, x: string): CopyValues {
@@ -398,8 +401,16 @@ function buildSteps(a: AddNodeContext): Step[] {
           s = (await state(c))!
         }
         if (s.enabled) return
-        // disabled, so no worker uses the origin: set it where S's copy left off for p
-        if (compareLsn(R, L) > 0 && compareLsn(s.remote_lsn, R) !== 0) await xc.query(originAdvanceSql(e.name, R))
+        // disabled: set its origin where S's copy left off for p, only if it has never applied
+        // anything (a re-run may find it disabled after it applied past R: never move it back)
+        if (compareLsn(R, L) > 0) {
+          const d = await setOriginOnce(xc, X, e.name, R, {
+            recorded: vals().originsSet?.[e.name],
+            record: lsn => jset(a, 'originsSet', cur => ({...(cur.originsSet ?? {}), [e.name]: lsn})),
+            timeoutMs: a.timeoutMs,
+          })
+          if (d.kind === 'keep') c.note(`${X}: origin of ${e.name} kept (${d.why}); enabling it`)
+        }
         await xc.query(resumeSubscriptionSql(e.name))
       },
     }

@@ -109,6 +109,7 @@ import {
   type Edge,
 } from './mesh.js'
 import {enableDisabled, waitWorkersGone, type PausedSub, type PauseRecord} from './pause.js'
+import {setOriginOnce} from './add-node/origin.js'
 import {edgeName} from '../cluster/naming.js'
 import {escapeIdentifier as qi, escapeLiteral as ql} from '../db/quote.js'
 import {isLsn, parseLsn} from '../db/lsn.js'
@@ -147,6 +148,8 @@ export interface StandbyValues {
   promoteRequestedAt?: string
   /** P_X: where X left S's WAL (switch point of its new timeline) */
   promotedLsn?: string
+  /** origin start positions set on X's inbound subscriptions (recorded before the advance; see add-node/origin.ts) */
+  originsSet?: Record<string, string>
 }
 
 export const J = {
@@ -156,6 +159,7 @@ export const J = {
   feedSlot: 'feedSlot',
   promoteRequestedAt: 'promoteRequestedAt',
   promotedLsn: 'promotedLsn',
+  originsSet: 'originsSet',
 } as const
 
 // ------------------------------------------------------------------------------ names, LSNs
@@ -853,15 +857,25 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
           }
           if (r.slot !== se.name) throw new MmliteError(`${x}: subscription ${se.name} uses slot ${r.slot ?? 'NONE'}, not ${se.name}`)
           if (r.enabled) return
-          // the slot must still be at its consistent point, at or before P_X
-          const sl = (await slots(sctx, s, [se.name])).get(se.name)
-          if (!sl?.confirmed_flush) throw new MmliteError(`internal: slot ${se.name} is missing on ${s}`)
-          if (parseLsn(sl.confirmed_flush) > parseLsn(px)) {
-            throw new MmliteError(`slot ${se.name} on ${s} starts at ${sl.confirmed_flush}, after ${x}'s promotion point ${px}: changes in between would be lost`, {
-              suggestions: [`Drop slot ${se.name} on ${s}, rebuild ${x} from ${s} and run add-node again.`],
-            })
-          }
-          await c.query(advanceOriginSql(se.name, px))
+          // only if it has never applied anything: a re-run may find it disabled after it
+          // applied past P_X (by hand, disable_on_error), and an origin never moves back
+          const originsSet = jget<Record<string, string>>(sctx, J.originsSet) ?? {}
+          const d = await setOriginOnce(c, x, se.name, px, {
+            recorded: originsSet[se.name],
+            record: lsn => sctx.journal.set(J.originsSet, {...(jget<Record<string, string>>(sctx, J.originsSet) ?? {}), [se.name]: lsn}),
+            timeoutMs,
+            // before the first start: the slot must still be at its consistent point, at or before P_X
+            beforeSet: async () => {
+              const sl = (await slots(sctx, s, [se.name])).get(se.name)
+              if (!sl?.confirmed_flush) throw new MmliteError(`internal: slot ${se.name} is missing on ${s}`)
+              if (parseLsn(sl.confirmed_flush) > parseLsn(px)) {
+                throw new MmliteError(`slot ${se.name} on ${s} starts at ${sl.confirmed_flush}, after ${x}'s promotion point ${px}: changes in between would be lost`, {
+                  suggestions: [`Drop slot ${se.name} on ${s}, rebuild ${x} from ${s} and run add-node again.`],
+                })
+              }
+            },
+          })
+          if (d.kind === 'keep') sctx.note(`${x}: origin of ${se.name} kept (${d.why}); enabling it`)
           await c.query(resumeSubscriptionSql(se.name))
         },
       },
