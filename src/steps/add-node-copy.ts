@@ -100,6 +100,8 @@ import {escapeIdentifier as qi, escapeLiteral as ql} from '../db/quote.js'
 import {compareLsn} from '../db/lsn.js'
 import {enableDisabled, waitWorkersGone, type PausedSub, type PauseRecord} from './pause.js'
 import {setOriginOnce} from './add-node/origin.js'
+import {slotStartProblems} from './slot-guard.js'
+import {describeHolder, holderFixes, waitRunningXactsEnd, xidHolders, type XidHolder} from './add-node/source-xacts.js'
 import {MmliteError, ExitCode, errorMessage} from '../errors.js'
 import {pollUntil, sleep} from '../util/poll.js'
 import {formatSeconds} from '../util/text.js'
@@ -210,14 +212,6 @@ export function createSlotExportSnapshotCommand(edge: Edge, sourceVersion: numbe
 
 // ------------------------------------------------------------------------------ pause / resume
 
-/** Transactions that hold up the creation of a logical slot on S (it waits for every running xid). */
-const BLOCKERS_SQL = `SELECT pid::text AS id, coalesce(nullif(application_name, ''), backend_type) AS who, state,
-       extract(epoch FROM clock_timestamp() - xact_start)::int AS age_s
-  FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
-UNION ALL
-SELECT 'prepared ' || gid, 'prepared transaction', 'prepared', extract(epoch FROM clock_timestamp() - prepared)::int FROM pg_prepared_xacts
-ORDER BY age_s DESC LIMIT 5`
-
 /** Re-enable what a killed run paused (journal `pausedSubscriptions`) and say so. */
 async function recoverPaused(a: AddNodeContext): Promise<string[]> {
   const v = values(a, a.x.name)
@@ -306,6 +300,15 @@ function buildSteps(a: AddNodeContext): Step[] {
           {code: ExitCode.Failed, suggestions: [`Repair the links into ${S} (see \`mmlite status\`), then re-run.`]},
         )
       }
+      // the slot below waits for every transaction running on S when it starts (prepared ones
+      // too), with S's inbound replication paused meanwhile: wait for those BEFORE pausing
+      await waitRunningXactsEnd(S_, S, {
+        timeoutMs: a.timeoutMs,
+        why: `slot ${sx.name} with its exported snapshot would wait for them while ${S}'s inbound subscriptions are paused`,
+        progress: t => c.progress(t),
+        note: t => c.note(t),
+        nothingDone: 'nothing was paused',
+      })
       const prev = vals()
       const attempt = (prev.copy?.attempt ?? 0) + 1
       const startedAt = new Date().toISOString()
@@ -333,6 +336,9 @@ function buildSteps(a: AddNodeContext): Step[] {
         for (const e of toSource) originProgress[e.from] = origins.find(o => o.subname === e.name)?.remote_lsn ?? '0/0'
         await jset(a, 'copy', {attempt, state: 'paused', originProgress} satisfies CopyAttempt)
         l.phase = PHASE.paused
+        // fault injection for the tests: keep the pause a while before the slot is created
+        const hold = Number(process.env.MMLITE_FAULT_HOLD_AFTER_PAUSE_MS ?? 0)
+        if (hold > 0) await sleep(hold)
       } catch (e) {
         await endPause(a, c, true).catch(() => {})
         await closeAll(l)
@@ -477,39 +483,55 @@ async function dropStaleSourceSlot(a: AddNodeContext, c: StepContext, sx: Edge):
   )
 }
 
-/** CREATE_REPLICATION_SLOT, noting the transactions on S that hold it up (the inbound pause lasts meanwhile). */
+/**
+ * CREATE_REPLICATION_SLOT, noting the transactions on S that hold it up (the inbound pause
+ * lasts meanwhile), at most --timeout: then the command is cancelled on S (the half-made
+ * slot is ephemeral and goes with the error) and a Timeout error names who blocked; the
+ * caller undoes the pause.
+ */
 async function createSlotWatched(
   a: AddNodeContext,
   c: StepContext,
   repl: pg.Client,
   cmd: string,
 ): Promise<{slot_name: string; consistent_point: string; snapshot_name: string; output_plugin: string}> {
+  const S = a.source
+  const S_ = a.cluster.node(S)
+  const replPid = (repl as unknown as {processID: number | null}).processID
   let settled = false
   const pending = repl.query(cmd).finally(() => (settled = true))
   pending.catch(() => {})
   const t0 = Date.now()
   const seen = new Set<string>()
   while (!settled) {
-    await Promise.race([pending.catch(() => {}), sleep(1000)])
+    await Promise.race([pending.catch(() => {}), sleep(Math.min(1000, Math.max(50, t0 + a.timeoutMs - Date.now())))])
     if (settled) break
-    const rows = await a.cluster
-      .node(a.source)
-      .query<{id: string; who: string; state: string | null; age_s: number}>(BLOCKERS_SQL)
-      .catch(() => [])
-    const waited = Math.round((Date.now() - t0) / 1000)
-    c.progress(`${a.source}: creating the slot waits for ${rows.length} running transaction(s) (${waited}s)`)
-    for (const r of rows) {
-      if (seen.has(r.id)) continue
-      seen.add(r.id)
-      c.note(
-        `warning: ${a.source}: the slot waits for transaction ${r.id} (${r.who}, ${r.state ?? '-'}, running ${formatSeconds(r.age_s)}); ${a.source}'s inbound subscriptions stay paused until it ends`,
+    const rows = await xidHolders(S_, replPid ? [replPid] : []).catch(() => [] as XidHolder[])
+    const waited = Date.now() - t0
+    if (waited >= a.timeoutMs) {
+      if (replPid) await S_.query('SELECT pg_catalog.pg_cancel_backend($1::pg_catalog.int4)', [replPid]).catch(() => {})
+      await pending.catch(() => {})
+      throw new MmliteError(
+        `timed out after ${Math.round(a.timeoutMs / 1000)} s creating slot ${edgeSlotName(cmd)} on ${S}: it waits for running transactions to end; ${S}'s inbound subscriptions were paused meanwhile and are re-enabled now`,
+        {code: ExitCode.Timeout, details: rows.map(describeHolder), suggestions: [...holderFixes(S, rows), 'Then re-run the command: the copy starts over.']},
       )
+    }
+    c.progress(`${S}: creating the slot waits for ${rows.length} running transaction(s) (${Math.round(waited / 1000)}s)`)
+    for (const r of rows) {
+      const k = r.gid ?? r.pid ?? ''
+      if (seen.has(k)) continue
+      seen.add(k)
+      c.note(`warning: ${S}: the slot waits for ${describeHolder(r)}; ${S}'s inbound subscriptions stay paused until it ends (at most --timeout)`)
     }
   }
   const res = await pending
   const row = res.rows[0] as {slot_name: string; consistent_point: string; snapshot_name: string; output_plugin: string}
-  if (!row?.snapshot_name) throw new MmliteError(`node ${a.source}: CREATE_REPLICATION_SLOT returned no snapshot`, {code: ExitCode.Failed})
+  if (!row?.snapshot_name) throw new MmliteError(`node ${S}: CREATE_REPLICATION_SLOT returned no snapshot`, {code: ExitCode.Failed})
   return row
+}
+
+function edgeSlotName(cmd: string): string {
+  return /CREATE_REPLICATION_SLOT\s+("(?:[^"]|"")*"|\S+)/.exec(cmd)?.[1] ?? 'the slot'
 }
 
 // ------------------------------------------------------------------------------ preflight
@@ -609,21 +631,8 @@ async function preflight(a: AddNodeContext): Promise<Problem[]> {
         fix: `Drop them on ${X} (SELECT pg_drop_replication_slot('<name>');), then re-run.`,
       })
     }
-    // P→X slots are created with pg_create_logical_replication_slot: on minors without the fix
-    // for PostgreSQL bug "logical decoding of partial transactions" (a new slot could restore a
-    // serialized snapshot and start in the middle of a transaction) a P-transaction running
-    // across L_P could reach X only in part
-    for (const p of a.others) {
-      const v = a.versions.get(p)
-      if (v !== undefined && !slotCreationExact(v)) {
-        problems.push({
-          node: p,
-          check: 'version',
-          message: `PostgreSQL ${formatVersion(v)} may create a logical slot whose start is in the middle of a transaction (fixed in 12.20, 13.16, 14.13, 15.8, 16.4 and 17): the join could lose part of a transaction`,
-          fix: `Upgrade ${p} to the latest minor release of PostgreSQL ${Math.floor(v / 10000)}.`,
-        })
-      }
-    }
+    // P→X slots are created with pg_create_logical_replication_slot while P takes writes
+    problems.push(...slotStartProblems(a.others, a.versions, p => `the slot ${makeEdge(a.full, p, X, a.versions).name} (${p}→${X})`))
   }
 
   // the load would run code of other roles as the admin (copy-speed: add-node/copy-data.ts)
@@ -667,22 +676,6 @@ async function preflight(a: AddNodeContext): Promise<Problem[]> {
     }
   }
   return problems
-}
-
-/**
- * Whether a slot created by pg_create_logical_replication_slot starts at a consistent point that
- * no running transaction straddles (PostgreSQL commit bb19b700, "Fix possibility of logical
- * decoding partial transaction changes", released in 12.20, 13.16, 14.13, 15.8, 16.4, 17.0).
- */
-export function slotCreationExact(versionNum: number): boolean {
-  const major = Math.floor(versionNum / 10000)
-  const minor = versionNum % 10000
-  const fixed: Record<number, number> = {12: 20, 13: 16, 14: 13, 15: 8, 16: 4}
-  return major >= 17 || (fixed[major] !== undefined && minor >= fixed[major])
-}
-
-function formatVersion(v: number): string {
-  return `${Math.floor(v / 10000)}.${v % 10000}`
 }
 
 // ------------------------------------------------------------------------------ module

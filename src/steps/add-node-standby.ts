@@ -110,6 +110,8 @@ import {
 } from './mesh.js'
 import {enableDisabled, waitWorkersGone, type PausedSub, type PauseRecord} from './pause.js'
 import {setOriginOnce} from './add-node/origin.js'
+import {slotStartProblems} from './slot-guard.js'
+import {rollbackInheritedPreparedStep} from './add-node/rollback-inherited-prepared.js'
 import {edgeName} from '../cluster/naming.js'
 import {escapeIdentifier as qi, escapeLiteral as ql} from '../db/quote.js'
 import {isLsn, parseLsn} from '../db/lsn.js'
@@ -126,6 +128,7 @@ export const STANDBY_STEP_IDS = [
   'copy-slots',
   'catch-up',
   'promote',
+  'rollback-inherited-prepared',
   'resume-source',
   'drop-inherited-slots',
   'new-node-slots',
@@ -427,6 +430,8 @@ export async function standbyPreflight(ctx: AddNodeContext): Promise<Problem[]> 
       }
     }
   }
+  // slot S→X is created with pg_create_logical_replication_slot while S takes writes
+  if (!promotedByUs) problems.push(...slotStartProblems([s], ctx.versions, () => `the slot ${n.sourceEdge.name} (${s}→${x})`))
   planFacts.set(ctx, {feedSlot: (values[J.feedSlot] as string | null | undefined) ?? (xf.primary_slot_name || null)})
 
   // S's inbound links: present, healthy, and (before promotion) inherited by X with the same oids
@@ -565,6 +570,9 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
               sctx.progress(`${s}: waiting for the workers of ${busy.join(', ')} to exit`)
             },
           })
+          // fault injection for the tests: keep the pause a while before the next step
+          const hold = Number(process.env.MMLITE_FAULT_HOLD_AFTER_PAUSE_MS ?? 0)
+          if (hold > 0) await new Promise(res => setTimeout(res, hold))
         },
       },
     ],
@@ -732,6 +740,9 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
       },
     ],
   }
+
+  // 5b --------------------------------------------------------------------------------------
+  const rollbackPrepared = rollbackInheritedPreparedStep(ctx)
 
   // 6 ---------------------------------------------------------------------------------------
   const resume: Step = {
@@ -942,7 +953,7 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
     actions: waitStreamingActions([se, ...n.peerInEdges, ...n.outEdges, ...sourceInEdges], timeoutMs),
   }
 
-  const steps = [sourceSlot, pause, copy, catchUp, promote, resume, dropInherited, newSlots, repoint, sourceSub, dropFeed, peerSubs, wait]
+  const steps = [sourceSlot, pause, copy, catchUp, promote, rollbackPrepared, resume, dropInherited, newSlots, repoint, sourceSub, dropFeed, peerSubs, wait]
   // remember that this process really ran something (cleanup acts only then, never after a dry run)
   for (const st of steps)
     for (const a of st.actions) {

@@ -134,6 +134,7 @@ describe('add-node standby: steps and SQL', () => {
       'copy-slots',
       'catch-up',
       'promote',
+      'rollback-inherited-prepared',
       'resume-source',
       'drop-inherited-slots',
       'new-node-slots',
