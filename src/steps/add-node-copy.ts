@@ -66,6 +66,13 @@
  *    a snapshot (never restored); for the P→X slots preflight refuses such minor releases.
  *  - Slots X→N left on X by an earlier attempt would predate the copy and send it back:
  *    preflight refuses them until the copy is done.
+ *  - Re-setting an origin: a re-run that found P→X disabled (by hand, disable_on_error) after
+ *    it had applied past R_P advanced it back to R_P; the origin is now set only while the
+ *    subscription has applied nothing (add-node/origin.ts).
+ *  - Creating slot S→X waits, without deadline, for every transaction running on S (prepared
+ *    ones too) while S is paused: the run first waits for those before pausing, then bounds the
+ *    creation by --timeout, names the holders, cancels it and undoes the pause
+ *    (add-node/source-xacts.ts, createSlotWatched).
  *  - The snapshot is fixed when the slot is created, so S's subscriptions could be re-enabled
  *    even before the copy sessions import it; we import first (a few ms) so that a failing
  *    import is noticed while nothing has moved on yet, as the issue asks.

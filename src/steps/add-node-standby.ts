@@ -18,13 +18,16 @@
  *                       check on X that the inbound subscriptions it inherited (same oids as on
  *                       S) are disabled.
  *  5 [promote]          pg_promote() on X; P_X = the switch point of X's new timeline.
+ *  5b [rollback-inherited-prepared] On X: ROLLBACK PREPARED what X inherited prepared from S
+ *                       (S→X delivers it when S commits it; add-node/rollback-inherited-prepared.ts).
  *  6 [resume-source]    On S: ENABLE the paused subscriptions (reported: pause duration).
  *  7 [drop-inherited-slots] On X: drop S's slots that a file-level copy may have brought along.
  *  8 [new-node-slots]   On X: slots X→S and X→P.
  *  9 [repoint-subscriptions] On X: the inherited subscription <c>_P_S is renamed <c>_P_X,
  *                       pointed at slot P→X and enabled.
  * 10 [source-subscription] On X: subscription S→X on slot S→X, created disabled, its origin
- *                       advanced to P_X, then enabled.
+ *                       advanced to P_X (only while it has applied nothing: add-node/origin.ts),
+ *                       then enabled.
  * 11 [drop-feed-slot]   On S: the physical slot that fed X (X's primary_slot_name), if any.
  * 12 [peer-subscriptions] Subscriptions X→S on S and X→P on each P (copy_data = false).
  * 13 [wait-streaming]   Every link of X, and S's inbound links, stream.
