@@ -89,7 +89,6 @@ import {
   createSubscriptionSql,
   edgesOfNode,
   makeEdge,
-  originAdvanceSql,
   pauseSubscriptionSql,
   publicationAction,
   resumeSubscriptionSql,
@@ -517,7 +516,8 @@ async function createSlotWatched(
     const waited = Date.now() - t0
     if (waited >= a.timeoutMs) {
       if (replPid) await S_.query('SELECT pg_catalog.pg_cancel_backend($1::pg_catalog.int4)', [replPid]).catch(() => {})
-      await pending.catch(() => {})
+      // the slot may have been made just before the cancel arrived: then use it
+      if (await pending.then(() => true, () => false)) break
       throw new MmliteError(
         `timed out after ${Math.round(a.timeoutMs / 1000)} s creating slot ${edgeSlotName(cmd)} on ${S}: it waits for running transactions to end; ${S}'s inbound subscriptions were paused meanwhile and are re-enabled now`,
         {code: ExitCode.Timeout, details: rows.map(describeHolder), suggestions: [...holderFixes(S, rows), 'Then re-run the command: the copy starts over.']},
