@@ -33,6 +33,9 @@ const KEY = 'inheritedPrepared'
 const PREPARED_SQL = `SELECT p.gid, p.database::pg_catalog.text AS db, p.database = pg_catalog.current_database() AS here
   FROM pg_catalog.pg_prepared_xacts p ORDER BY p.prepared`
 
+const TWO_PHASE_SUBS_SQL = `SELECT s.subname::pg_catalog.text AS subname FROM pg_catalog.pg_subscription s
+ WHERE s.subtwophasestate <> 'd' AND s.subdbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())`
+
 export const rollbackPreparedSql = (gid: string) => `ROLLBACK PREPARED ${ql(gid)}`
 
 export function rollbackInheritedPreparedStep(ctx: AddNodeContext): Step {
@@ -66,6 +69,18 @@ export function rollbackInheritedPreparedStep(ctx: AddNodeContext): Step {
             await sctx.journal.set(KEY, recorded)
           }
           const mine = st.rows.filter(r => recorded!.includes(r.gid))
+          // exact only while no subscription of X decodes two-phase: with two_phase on, S could
+          // hold a transaction it applied PREPARED from a peer, whose COMMIT PREPARED the
+          // inherited link would later deliver to X (mmlite never enables two_phase)
+          if (mine.length && (ctx.versions.get(x) ?? 0) >= 150000) {
+            const tp = await sctx.cluster.node(x).query<{subname: string}>(TWO_PHASE_SUBS_SQL)
+            if (tp.length) {
+              throw new MmliteError(`${x} inherited prepared transaction(s) (${mine.map(r => r.gid).join(', ')}) and subscription(s) with two_phase enabled (${tp.map(r => r.subname).join(', ')}): rolling them back could lose a peer's transaction`, {
+                code: ExitCode.Failed,
+                suggestions: [`Resolve them by hand on ${x} once ${s} has resolved its own (COMMIT PREPARED / ROLLBACK PREPARED), then re-run.`],
+              })
+            }
+          }
           const elsewhere = mine.filter(r => !r.here)
           for (const r of mine.filter(r => r.here)) {
             await sctx.cluster.node(x).query(rollbackPreparedSql(r.gid))
