@@ -107,6 +107,7 @@ import {compareLsn} from '../db/lsn.js'
 import {enableDisabled, waitWorkersGone, type PausedSub, type PauseRecord} from './pause.js'
 import {setOriginOnce} from './add-node/origin.js'
 import {slotStartProblems} from './slot-guard.js'
+import {joinResidueStep} from './doctor/join-residue.js'
 import {describeHolder, holderFixes, waitRunningXactsEnd, xidHolders, type XidHolder} from './add-node/source-xacts.js'
 import {MmliteError, ExitCode, errorMessage} from '../errors.js'
 import {pollUntil, sleep} from '../util/poll.js'
@@ -122,6 +123,7 @@ export const COPY_STEP_IDS = [
   'subscribe-peers',
   'node-slots',
   'node-subscriptions',
+  'sequence-residue',
   'wait-streaming',
   'wait-caught-up',
 ] as const
@@ -446,6 +448,8 @@ function buildSteps(a: AddNodeContext): Step[] {
       title: `Subscribe every other node to ${X} (no copy)`,
       actions: outbound.map(e => subscriptionAction(a.full, e, {copyData: false, subscriberVersion: v(e.to)})),
     },
+    // staggered sequences (doctor --fix): X draws from a residue class of its own
+    joinResidueStep(a.full, X, () => existing),
     {id: 'wait-streaming', title: `Wait until every link of ${X} streams`, actions: waitStreamingActions([...inbound, ...outbound], a.timeoutMs)},
     {id: 'wait-caught-up', title: `Wait until ${X} has caught up`, actions: waitCaughtUpActions(inbound, a.timeoutMs)},
   ]

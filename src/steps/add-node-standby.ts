@@ -113,6 +113,7 @@ import {enableDisabled, type PauseRecord} from './pause.js'
 import {J, SUBS_SQL, inRecovery, slots, standbyNames, subs, type SlotRow, type StandbyNames, type StandbyValues, type SubRow} from './add-node/standby-common.js'
 export {J, standbyNames, terminateWorkersSql, advanceOriginSql, type StandbyNames, type StandbyValues} from './add-node/standby-common.js'
 import {slotStartProblems} from './slot-guard.js'
+import {joinResidueStep} from './doctor/join-residue.js'
 import {rollbackInheritedPreparedStep} from './add-node/rollback-inherited-prepared.js'
 import {pauseSourceStep} from './add-node/standby-pause-source.js'
 import {sourceSubscriptionStep} from './add-node/standby-source-subscription.js'
@@ -139,6 +140,7 @@ export const STANDBY_STEP_IDS = [
   'source-subscription',
   'drop-feed-slot',
   'peer-subscriptions',
+  'sequence-residue',
   'wait-streaming',
 ] as const
 
@@ -750,7 +752,9 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
     actions: waitStreamingActions([se, ...n.peerInEdges, ...n.outEdges, ...sourceInEdges], timeoutMs),
   }
 
-  const steps = [sourceSlot, pause, copy, catchUp, promote, rollbackPrepared, resume, dropInherited, newSlots, repoint, sourceSub, dropFeed, peerSubs, wait]
+  // staggered sequences (doctor --fix): X, a clone of S, would draw S's values; it gets a class of its own
+  const residue = joinResidueStep(ctx.full, x, () => [s, ...n.others])
+  const steps = [sourceSlot, pause, copy, catchUp, promote, rollbackPrepared, resume, dropInherited, newSlots, repoint, sourceSub, dropFeed, peerSubs, residue, wait]
   // remember that this process really ran something (cleanup acts only then, never after a dry run)
   for (const st of steps)
     for (const a of st.actions) {

@@ -142,6 +142,7 @@ describe('add-node standby: steps and SQL', () => {
       'source-subscription',
       'drop-feed-slot',
       'peer-subscriptions',
+      'sequence-residue',
       'wait-streaming',
     ])
     assert.deepEqual(steps.map(s => s.id), [...STANDBY_STEP_IDS])
