@@ -535,7 +535,16 @@ async function createSlotWatched(
       c.note(`warning: ${S}: the slot waits for ${describeHolder(r)}; ${S}'s inbound subscriptions stay paused until it ends (at most --timeout)`)
     }
   }
-  const res = await pending
+  // the session's lock_timeout / statement_timeout (src/db/session.ts) may end the wait first
+  const res = await pending.catch(async e => {
+    const rows = await xidHolders(S_, replPid ? [replPid] : []).catch(() => [] as XidHolder[])
+    const msg = errorMessage(e)
+    throw new MmliteError(`creating slot ${edgeSlotName(cmd)} on ${S} failed: ${msg}; ${S}'s inbound subscriptions were paused meanwhile and are re-enabled now`, {
+      code: /timeout/i.test(msg) ? ExitCode.Timeout : ExitCode.Failed,
+      details: rows.map(describeHolder),
+      suggestions: [...holderFixes(S, rows), 'Then re-run the command: the copy starts over.'],
+    })
+  })
   const row = res.rows[0] as {slot_name: string; consistent_point: string; snapshot_name: string; output_plugin: string}
   if (!row?.snapshot_name) throw new MmliteError(`node ${S}: CREATE_REPLICATION_SLOT returned no snapshot`, {code: ExitCode.Failed})
   return row
