@@ -66,6 +66,13 @@
  *    a snapshot (never restored); for the P→X slots preflight refuses such minor releases.
  *  - Slots X→N left on X by an earlier attempt would predate the copy and send it back:
  *    preflight refuses them until the copy is done.
+ *  - Re-setting an origin: a re-run that found P→X disabled (by hand, disable_on_error) after
+ *    it had applied past R_P advanced it back to R_P; the origin is now set only while the
+ *    subscription has applied nothing (add-node/origin.ts).
+ *  - Creating slot S→X waits, without deadline, for every transaction running on S (prepared
+ *    ones too) while S is paused: the run first waits for those before pausing, then bounds the
+ *    creation by --timeout, names the holders, cancels it and undoes the pause
+ *    (add-node/source-xacts.ts, createSlotWatched).
  *  - The snapshot is fixed when the slot is created, so S's subscriptions could be re-enabled
  *    even before the copy sessions import it; we import first (a few ms) so that a failing
  *    import is noticed while nothing has moved on yet, as the issue asks.
@@ -82,7 +89,6 @@ import {
   createSubscriptionSql,
   edgesOfNode,
   makeEdge,
-  originAdvanceSql,
   pauseSubscriptionSql,
   publicationAction,
   resumeSubscriptionSql,
@@ -99,6 +105,10 @@ import {
 import {escapeIdentifier as qi, escapeLiteral as ql} from '../db/quote.js'
 import {compareLsn} from '../db/lsn.js'
 import {enableDisabled, waitWorkersGone, type PausedSub, type PauseRecord} from './pause.js'
+import {setOriginOnce} from './add-node/origin.js'
+import {slotStartProblems} from './slot-guard.js'
+import {joinResidueStep} from './doctor/join-residue.js'
+import {describeHolder, holderFixes, waitRunningXactsEnd, xidHolders, type XidHolder} from './add-node/source-xacts.js'
 import {MmliteError, ExitCode, errorMessage} from '../errors.js'
 import {pollUntil, sleep} from '../util/poll.js'
 import {formatSeconds} from '../util/text.js'
@@ -113,6 +123,7 @@ export const COPY_STEP_IDS = [
   'subscribe-peers',
   'node-slots',
   'node-subscriptions',
+  'sequence-residue',
   'wait-streaming',
   'wait-caught-up',
 ] as const
@@ -140,6 +151,8 @@ export interface CopyValues {
   pausedSubscriptions?: PausedSub[]
   pauses?: PauseRecord[]
   copy?: CopyAttempt
+  /** origin start positions set on X's inbound subscriptions (recorded before the advance; see add-node/origin.ts) */
+  originsSet?: Record<string, string>
 }
 
 function values(ctx: {journal: AddNodeContext['journal']}, x: string): CopyValues {
@@ -206,14 +219,6 @@ export function createSlotExportSnapshotCommand(edge: Edge, sourceVersion: numbe
 }
 
 // ------------------------------------------------------------------------------ pause / resume
-
-/** Transactions that hold up the creation of a logical slot on S (it waits for every running xid). */
-const BLOCKERS_SQL = `SELECT pid::text AS id, coalesce(nullif(application_name, ''), backend_type) AS who, state,
-       extract(epoch FROM clock_timestamp() - xact_start)::int AS age_s
-  FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
-UNION ALL
-SELECT 'prepared ' || gid, 'prepared transaction', 'prepared', extract(epoch FROM clock_timestamp() - prepared)::int FROM pg_prepared_xacts
-ORDER BY age_s DESC LIMIT 5`
 
 /** Re-enable what a killed run paused (journal `pausedSubscriptions`) and say so. */
 async function recoverPaused(a: AddNodeContext): Promise<string[]> {
@@ -303,6 +308,15 @@ function buildSteps(a: AddNodeContext): Step[] {
           {code: ExitCode.Failed, suggestions: [`Repair the links into ${S} (see \`mmlite status\`), then re-run.`]},
         )
       }
+      // the slot below waits for every transaction running on S when it starts (prepared ones
+      // too), with S's inbound replication paused meanwhile: wait for those BEFORE pausing
+      await waitRunningXactsEnd(S_, S, {
+        timeoutMs: a.timeoutMs,
+        why: `slot ${sx.name} with its exported snapshot would wait for them while ${S}'s inbound subscriptions are paused`,
+        progress: t => c.progress(t),
+        note: t => c.note(t),
+        nothingDone: 'nothing was paused',
+      })
       const prev = vals()
       const attempt = (prev.copy?.attempt ?? 0) + 1
       const startedAt = new Date().toISOString()
@@ -330,6 +344,9 @@ function buildSteps(a: AddNodeContext): Step[] {
         for (const e of toSource) originProgress[e.from] = origins.find(o => o.subname === e.name)?.remote_lsn ?? '0/0'
         await jset(a, 'copy', {attempt, state: 'paused', originProgress} satisfies CopyAttempt)
         l.phase = PHASE.paused
+        // fault injection for the tests: keep the pause a while before the slot is created
+        const hold = Number(process.env.MMLITE_FAULT_HOLD_AFTER_PAUSE_MS ?? 0)
+        if (hold > 0) await sleep(hold)
       } catch (e) {
         await endPause(a, c, true).catch(() => {})
         await closeAll(l)
@@ -398,8 +415,16 @@ function buildSteps(a: AddNodeContext): Step[] {
           s = (await state(c))!
         }
         if (s.enabled) return
-        // disabled, so no worker uses the origin: set it where S's copy left off for p
-        if (compareLsn(R, L) > 0 && compareLsn(s.remote_lsn, R) !== 0) await xc.query(originAdvanceSql(e.name, R))
+        // disabled: set its origin where S's copy left off for p, only if it has never applied
+        // anything (a re-run may find it disabled after it applied past R: never move it back)
+        if (compareLsn(R, L) > 0) {
+          const d = await setOriginOnce(xc, X, e.name, R, {
+            recorded: vals().originsSet?.[e.name],
+            record: lsn => jset(a, 'originsSet', cur => ({...(cur.originsSet ?? {}), [e.name]: lsn})),
+            timeoutMs: a.timeoutMs,
+          })
+          if (d.kind === 'keep') c.note(`${X}: origin of ${e.name} kept (${d.why}); enabling it`)
+        }
         await xc.query(resumeSubscriptionSql(e.name))
       },
     }
@@ -423,6 +448,8 @@ function buildSteps(a: AddNodeContext): Step[] {
       title: `Subscribe every other node to ${X} (no copy)`,
       actions: outbound.map(e => subscriptionAction(a.full, e, {copyData: false, subscriberVersion: v(e.to)})),
     },
+    // staggered sequences (doctor --fix): X draws from a residue class of its own
+    joinResidueStep(a.full, X, () => existing),
     {id: 'wait-streaming', title: `Wait until every link of ${X} streams`, actions: waitStreamingActions([...inbound, ...outbound], a.timeoutMs)},
     {id: 'wait-caught-up', title: `Wait until ${X} has caught up`, actions: waitCaughtUpActions(inbound, a.timeoutMs)},
   ]
@@ -466,39 +493,65 @@ async function dropStaleSourceSlot(a: AddNodeContext, c: StepContext, sx: Edge):
   )
 }
 
-/** CREATE_REPLICATION_SLOT, noting the transactions on S that hold it up (the inbound pause lasts meanwhile). */
+/**
+ * CREATE_REPLICATION_SLOT, noting the transactions on S that hold it up (the inbound pause
+ * lasts meanwhile), at most --timeout: then the command is cancelled on S (the half-made
+ * slot is ephemeral and goes with the error) and a Timeout error names who blocked; the
+ * caller undoes the pause.
+ */
 async function createSlotWatched(
   a: AddNodeContext,
   c: StepContext,
   repl: pg.Client,
   cmd: string,
 ): Promise<{slot_name: string; consistent_point: string; snapshot_name: string; output_plugin: string}> {
+  const S = a.source
+  const S_ = a.cluster.node(S)
+  const replPid = (repl as unknown as {processID: number | null}).processID
   let settled = false
   const pending = repl.query(cmd).finally(() => (settled = true))
   pending.catch(() => {})
   const t0 = Date.now()
   const seen = new Set<string>()
   while (!settled) {
-    await Promise.race([pending.catch(() => {}), sleep(1000)])
+    await Promise.race([pending.catch(() => {}), sleep(Math.min(1000, Math.max(50, t0 + a.timeoutMs - Date.now())))])
     if (settled) break
-    const rows = await a.cluster
-      .node(a.source)
-      .query<{id: string; who: string; state: string | null; age_s: number}>(BLOCKERS_SQL)
-      .catch(() => [])
-    const waited = Math.round((Date.now() - t0) / 1000)
-    c.progress(`${a.source}: creating the slot waits for ${rows.length} running transaction(s) (${waited}s)`)
-    for (const r of rows) {
-      if (seen.has(r.id)) continue
-      seen.add(r.id)
-      c.note(
-        `warning: ${a.source}: the slot waits for transaction ${r.id} (${r.who}, ${r.state ?? '-'}, running ${formatSeconds(r.age_s)}); ${a.source}'s inbound subscriptions stay paused until it ends`,
+    const rows = await xidHolders(S_, replPid ? [replPid] : []).catch(() => [] as XidHolder[])
+    const waited = Date.now() - t0
+    if (waited >= a.timeoutMs) {
+      if (replPid) await S_.query('SELECT pg_catalog.pg_cancel_backend($1::pg_catalog.int4)', [replPid]).catch(() => {})
+      // the slot may have been made just before the cancel arrived: then use it
+      if (await pending.then(() => true, () => false)) break
+      throw new MmliteError(
+        `timed out after ${Math.round(a.timeoutMs / 1000)} s creating slot ${edgeSlotName(cmd)} on ${S}: it waits for running transactions to end; ${S}'s inbound subscriptions were paused meanwhile and are re-enabled now`,
+        {code: ExitCode.Timeout, details: rows.map(describeHolder), suggestions: [...holderFixes(S, rows), 'Then re-run the command: the copy starts over.']},
       )
     }
+    c.progress(`${S}: creating the slot waits for ${rows.length} running transaction(s) (${Math.round(waited / 1000)}s)`)
+    for (const r of rows) {
+      const k = r.gid ?? r.pid ?? ''
+      if (seen.has(k)) continue
+      seen.add(k)
+      c.note(`warning: ${S}: the slot waits for ${describeHolder(r)}; ${S}'s inbound subscriptions stay paused until it ends (at most --timeout)`)
+    }
   }
-  const res = await pending
+  // the session's lock_timeout / statement_timeout (src/db/session.ts) may end the wait first
+  const res = await pending.catch(async e => {
+    const rows = await xidHolders(S_, replPid ? [replPid] : []).catch(() => [] as XidHolder[])
+    const msg = errorMessage(e)
+    throw new MmliteError(`creating slot ${edgeSlotName(cmd)} on ${S} failed: ${msg}; ${S}'s inbound subscriptions were paused meanwhile and are re-enabled now`, {
+      code: /timeout/i.test(msg) ? ExitCode.Timeout : ExitCode.Failed,
+      details: rows.map(describeHolder),
+      suggestions: [...holderFixes(S, rows), 'Then re-run the command: the copy starts over.'],
+    })
+  })
   const row = res.rows[0] as {slot_name: string; consistent_point: string; snapshot_name: string; output_plugin: string}
-  if (!row?.snapshot_name) throw new MmliteError(`node ${a.source}: CREATE_REPLICATION_SLOT returned no snapshot`, {code: ExitCode.Failed})
+  if (!row?.snapshot_name) throw new MmliteError(`node ${S}: CREATE_REPLICATION_SLOT returned no snapshot`, {code: ExitCode.Failed})
   return row
+}
+
+function edgeSlotName(cmd: string): string {
+  return /CREATE_REPLICATION_SLOT\s+("(?:[^"]|"")*"|\S+)/.exec(cmd)?.[1] ?? 'the slot'
 }
 
 // ------------------------------------------------------------------------------ preflight
@@ -606,21 +659,8 @@ async function preflight(a: AddNodeContext): Promise<Problem[]> {
         fix: `Drop them on ${X} (SELECT pg_drop_replication_slot('<name>');), then re-run.`,
       })
     }
-    // P→X slots are created with pg_create_logical_replication_slot: on minors without the fix
-    // for PostgreSQL bug "logical decoding of partial transactions" (a new slot could restore a
-    // serialized snapshot and start in the middle of a transaction) a P-transaction running
-    // across L_P could reach X only in part
-    for (const p of a.others) {
-      const v = a.versions.get(p)
-      if (v !== undefined && !slotCreationExact(v)) {
-        problems.push({
-          node: p,
-          check: 'version',
-          message: `PostgreSQL ${formatVersion(v)} may create a logical slot whose start is in the middle of a transaction (fixed in 12.20, 13.16, 14.13, 15.8, 16.4 and 17): the join could lose part of a transaction`,
-          fix: `Upgrade ${p} to the latest minor release of PostgreSQL ${Math.floor(v / 10000)}.`,
-        })
-      }
-    }
+    // P→X slots are created with pg_create_logical_replication_slot while P takes writes
+    problems.push(...slotStartProblems(a.others, a.versions, p => `the slot ${makeEdge(a.full, p, X, a.versions).name} (${p}→${X})`))
   }
 
   // the load would run code of other roles as the admin (copy-speed: add-node/copy-data.ts)
@@ -664,22 +704,6 @@ async function preflight(a: AddNodeContext): Promise<Problem[]> {
     }
   }
   return problems
-}
-
-/**
- * Whether a slot created by pg_create_logical_replication_slot starts at a consistent point that
- * no running transaction straddles (PostgreSQL commit bb19b700, "Fix possibility of logical
- * decoding partial transaction changes", released in 12.20, 13.16, 14.13, 15.8, 16.4, 17.0).
- */
-export function slotCreationExact(versionNum: number): boolean {
-  const major = Math.floor(versionNum / 10000)
-  const minor = versionNum % 10000
-  const fixed: Record<number, number> = {12: 20, 13: 16, 14: 13, 15: 8, 16: 4}
-  return major >= 17 || (fixed[major] !== undefined && minor >= fixed[major])
-}
-
-function formatVersion(v: number): string {
-  return `${Math.floor(v / 10000)}.${v % 10000}`
 }
 
 // ------------------------------------------------------------------------------ module

@@ -18,13 +18,16 @@
  *                       check on X that the inbound subscriptions it inherited (same oids as on
  *                       S) are disabled.
  *  5 [promote]          pg_promote() on X; P_X = the switch point of X's new timeline.
+ *  5b [rollback-inherited-prepared] On X: ROLLBACK PREPARED what X inherited prepared from S
+ *                       (S→X delivers it when S commits it; add-node/rollback-inherited-prepared.ts).
  *  6 [resume-source]    On S: ENABLE the paused subscriptions (reported: pause duration).
  *  7 [drop-inherited-slots] On X: drop S's slots that a file-level copy may have brought along.
  *  8 [new-node-slots]   On X: slots X→S and X→P.
  *  9 [repoint-subscriptions] On X: the inherited subscription <c>_P_S is renamed <c>_P_X,
  *                       pointed at slot P→X and enabled.
  * 10 [source-subscription] On X: subscription S→X on slot S→X, created disabled, its origin
- *                       advanced to P_X, then enabled.
+ *                       advanced to P_X (only while it has applied nothing: add-node/origin.ts),
+ *                       then enabled.
  * 11 [drop-feed-slot]   On S: the physical slot that fed X (X's primary_slot_name), if any.
  * 12 [peer-subscriptions] Subscriptions X→S on S and X→P on each P (copy_data = false).
  * 13 [wait-streaming]   Every link of X, and S's inbound links, stream.
@@ -99,25 +102,29 @@ import type {Action, Step, StepContext} from '../engine/types.js'
 import {unfinishedValues, type AddNodeContext, type StrategyModule} from './add-node-context.js'
 import type {Problem} from './preflight.js'
 import {
-  createSubscriptionSql,
   makeEdge,
   pauseSubscriptionSql,
   resumeSubscriptionSql,
   slotAction,
   subscriptionAction,
   waitStreamingActions,
-  type Edge,
 } from './mesh.js'
-import {enableDisabled, waitWorkersGone, type PausedSub, type PauseRecord} from './pause.js'
+import {enableDisabled, type PauseRecord} from './pause.js'
+import {J, SUBS_SQL, inRecovery, slots, standbyNames, subs, type SlotRow, type StandbyNames, type StandbyValues, type SubRow} from './add-node/standby-common.js'
+export {J, standbyNames, terminateWorkersSql, advanceOriginSql, type StandbyNames, type StandbyValues} from './add-node/standby-common.js'
+import {slotStartProblems} from './slot-guard.js'
+import {joinResidueStep} from './doctor/join-residue.js'
+import {rollbackInheritedPreparedStep} from './add-node/rollback-inherited-prepared.js'
+import {pauseSourceStep} from './add-node/standby-pause-source.js'
+import {sourceSubscriptionStep} from './add-node/standby-source-subscription.js'
 import {edgeName} from '../cluster/naming.js'
 import {escapeIdentifier as qi, escapeLiteral as ql} from '../db/quote.js'
-import {isLsn, parseLsn} from '../db/lsn.js'
+import {parseLsn} from '../db/lsn.js'
 import {MmliteError, ExitCode, errorMessage} from '../errors.js'
 import {pollUntil} from '../util/poll.js'
 
 // ------------------------------------------------------------------------------ journal values
 
-/** Journal values of a standby run (operation `add-node:<X>`). */
 /** The standby procedure's step ids, in order (journal, MMLITE_FAULT_KILL_AFTER, tests). */
 export const STANDBY_STEP_IDS = [
   'source-slot',
@@ -125,6 +132,7 @@ export const STANDBY_STEP_IDS = [
   'copy-slots',
   'catch-up',
   'promote',
+  'rollback-inherited-prepared',
   'resume-source',
   'drop-inherited-slots',
   'new-node-slots',
@@ -132,63 +140,11 @@ export const STANDBY_STEP_IDS = [
   'source-subscription',
   'drop-feed-slot',
   'peer-subscriptions',
+  'sequence-residue',
   'wait-streaming',
 ] as const
 
-export interface StandbyValues {
-  /** read by `mmlite status`: subscriptions this run disabled on purpose (recorded before the DISABLE) */
-  pausedSubscriptions?: PausedSub[]
-  /** every pause of S's inbound replication, finished or interrupted */
-  pauses?: PauseRecord[]
-  /** S's WAL insert position after the pause; X is promoted only once it has replayed it */
-  replayTarget?: string
-  /** X's primary_slot_name (the physical slot on S that fed it), null when none */
-  feedSlot?: string | null
-  promoteRequestedAt?: string
-  /** P_X: where X left S's WAL (switch point of its new timeline) */
-  promotedLsn?: string
-}
-
-export const J = {
-  paused: 'pausedSubscriptions',
-  pauses: 'pauses',
-  replayTarget: 'replayTarget',
-  feedSlot: 'feedSlot',
-  promoteRequestedAt: 'promoteRequestedAt',
-  promotedLsn: 'promotedLsn',
-} as const
-
 // ------------------------------------------------------------------------------ names, LSNs
-
-export interface StandbyNames {
-  cluster: string
-  s: string
-  x: string
-  others: string[]
-  /** on S: subscription P→S for each P (inherited by X) */
-  inbound: Array<{p: string; sub: string; newSub: string}>
-  sourceEdge: Edge
-  /** P→X for each P */
-  peerInEdges: Edge[]
-  /** X→S and X→P */
-  outEdges: Edge[]
-}
-
-export function standbyNames(ctx: Pick<AddNodeContext, 'full' | 'x' | 'source' | 'others' | 'versions'>): StandbyNames {
-  const c = ctx.full.cluster
-  const s = ctx.source
-  const x = ctx.x.name
-  return {
-    cluster: c,
-    s,
-    x,
-    others: [...ctx.others],
-    inbound: ctx.others.map(p => ({p, sub: edgeName(c, p, s), newSub: edgeName(c, p, x)})),
-    sourceEdge: makeEdge(ctx.full, s, x, ctx.versions),
-    peerInEdges: ctx.others.map(p => makeEdge(ctx.full, p, x, ctx.versions)),
-    outEdges: [s, ...ctx.others].map(n => makeEdge(ctx.full, x, n, ctx.versions)),
-  }
-}
 
 /**
  * The switch point of the newest timeline from the contents of its history file
@@ -230,56 +186,11 @@ export function senderIsSource(
 
 // ------------------------------------------------------------------------------ SQL
 
-const SUBS_SQL = `SELECT s.oid::text AS oid, s.subname, s.subenabled AS enabled, s.subslotname AS slot,
-       (SELECT count(*)::int FROM pg_stat_subscription st WHERE st.subid = s.oid AND st.pid IS NOT NULL) AS workers
-  FROM pg_subscription s
- WHERE s.subname = ANY($1::text[]) AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`
-
-interface SubRow {
-  oid: string
-  subname: string
-  enabled: boolean
-  slot: string | null
-  workers: number
-}
-
-async function subs(sctx: StepContext, node: string, names: string[]): Promise<Map<string, SubRow>> {
-  return subsOn(sctx.cluster, node, names)
-}
-
-const SLOT_SQL = `SELECT slot_name, slot_type, plugin, active, database, confirmed_flush_lsn::text AS confirmed_flush
-  FROM pg_replication_slots WHERE slot_name = ANY($1::text[])`
-
-interface SlotRow {
-  slot_name: string
-  slot_type: string
-  plugin: string | null
-  active: boolean
-  database: string | null
-  confirmed_flush: string | null
-}
-
-async function slots(sctx: StepContext, node: string, names: string[]): Promise<Map<string, SlotRow>> {
-  const rows = await sctx.cluster.node(node).query<SlotRow & Record<string, unknown>>(SLOT_SQL, [names])
-  return new Map(rows.map(r => [r.slot_name, r]))
-}
-
-async function inRecovery(sctx: StepContext, node: string): Promise<boolean> {
-  return (await sctx.cluster.node(node).one<{r: boolean}>('SELECT pg_is_in_recovery() AS r'))!.r
-}
-
 export const renameSql = (from: string, to: string) => `ALTER SUBSCRIPTION ${qi(from)} RENAME TO ${qi(to)}`
 export const setSlotSql = (sub: string, slot: string) => `ALTER SUBSCRIPTION ${qi(sub)} SET (slot_name = ${ql(slot)})`
 export const copySlotSql = (from: string, to: string, plugin: string) =>
   `SELECT pg_copy_logical_replication_slot(${ql(from)}, ${ql(to)}, false, ${ql(plugin)})`
 export const dropSlotSql = (slot: string) => `SELECT pg_drop_replication_slot(${ql(slot)})`
-export const terminateWorkersSql = (sub: string) =>
-  `SELECT pg_terminate_backend(st.pid) FROM pg_stat_subscription st JOIN pg_subscription s ON s.oid = st.subid` +
-  ` WHERE s.subname = ${ql(sub)} AND NOT s.subenabled AND st.pid IS NOT NULL` +
-  ` AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`
-export const advanceOriginSql = (sub: string, lsn: string) =>
-  `SELECT pg_replication_origin_advance('pg_' || (SELECT oid FROM pg_subscription WHERE subname = ${ql(sub)}` +
-  ` AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()))::text, ${isLsn(lsn) ? `${ql(lsn)}::pg_lsn` : lsn})`
 export const PROMOTE_SQL = 'SELECT pg_promote(true, 60) AS promoted'
 
 /** The newest timeline's history file on a promoted server and the timeline it switched to. */
@@ -423,6 +334,8 @@ export async function standbyPreflight(ctx: AddNodeContext): Promise<Problem[]> 
       }
     }
   }
+  // slot S→X is created with pg_create_logical_replication_slot while S takes writes
+  if (!promotedByUs) problems.push(...slotStartProblems([s], ctx.versions, () => `the slot ${n.sourceEdge.name} (${s}→${x})`))
   planFacts.set(ctx, {feedSlot: (values[J.feedSlot] as string | null | undefined) ?? (xf.primary_slot_name || null)})
 
   // S's inbound links: present, healthy, and (before promotion) inherited by X with the same oids
@@ -485,8 +398,6 @@ export async function standbyPreflight(ctx: AddNodeContext): Promise<Problem[]> 
 
 // ------------------------------------------------------------------------------ steps
 
-const WORKER_GRACE_MS = 10_000
-
 export function buildStandbySteps(ctx: AddNodeContext): Step[] {
   const n = standbyNames(ctx)
   const {s, x} = n
@@ -514,57 +425,7 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
   const sourceSlot: Step = {id: 'source-slot', title: `Create the slot ${s}→${x} on ${s}`, actions: [slotAction(n.sourceEdge)]}
 
   // 2 ---------------------------------------------------------------------------------------
-  const pauseState = async (sctx: StepContext): Promise<boolean> => {
-    if (!(await inRecovery(sctx, x))) return true // promoted: the pause has done its job
-    const recorded = new Set((jget<Array<{subscription: string}>>(sctx, J.paused) ?? []).map(p => p.subscription))
-    const rows = await subs(sctx, s, n.inbound.map(i => i.sub))
-    return n.inbound.every(i => recorded.has(i.sub) && rows.get(i.sub) && !rows.get(i.sub)!.enabled && rows.get(i.sub)!.workers === 0)
-  }
-  const pause: Step = {
-    id: 'pause-source',
-    title: `Pause ${s}'s inbound replication (its subscriptions reach ${x} disabled)`,
-    actions: [
-      {
-        node: s,
-        label: `disable ${n.inbound.map(i => i.sub).join(', ')} and wait for their workers to exit`,
-        sql: n.inbound.map(i => pauseSubscriptionSql(i.sub)),
-        check: pauseState,
-        run: async sctx => {
-          if (!(await inRecovery(sctx, x))) return
-          const c = sctx.cluster.node(s)
-          const before = await subs(sctx, s, n.inbound.map(i => i.sub))
-          const toDisable = n.inbound.filter(i => before.get(i.sub)?.enabled)
-          const recorded = jget<StandbyValues['pausedSubscriptions']>(sctx, J.paused) ?? []
-          if (toDisable.length > 0 || recorded.length === 0) {
-            // recorded BEFORE the DISABLE: `status` shows the pause, and a run killed right
-            // after it still knows what to re-enable
-            const since = recorded[0]?.since ?? new Date().toISOString()
-            await sctx.journal.set(J.paused, n.inbound.map(i => ({node: s, subscription: i.sub, since})))
-            // a new pause needs a new replay target (an older one may precede its DISABLE)
-            if (toDisable.length > 0) await sctx.journal.set(J.replayTarget, undefined)
-          }
-          for (const i of toDisable) await c.query(pauseSubscriptionSql(i.sub))
-          const t0 = Date.now()
-          const terminated = new Set<string>()
-          await waitWorkersGone(c, n.inbound.map(i => i.sub), {
-            timeoutMs,
-            what: `the apply workers of ${s} to exit`,
-            maxIntervalMs: 200,
-            onBusy: async busy => {
-              for (const sub of busy) {
-                if (Date.now() - t0 >= WORKER_GRACE_MS && !terminated.has(sub)) {
-                  sctx.progress(`${s}: workers of ${sub} still running; terminating them`)
-                  await c.query(terminateWorkersSql(sub))
-                  terminated.add(sub)
-                }
-              }
-              sctx.progress(`${s}: waiting for the workers of ${busy.join(', ')} to exit`)
-            },
-          })
-        },
-      },
-    ],
-  }
+  const pause = pauseSourceStep(ctx, n)
 
   // 3 ---------------------------------------------------------------------------------------
   const copyActions: Action[] = n.inbound.map((i, k) => {
@@ -729,6 +590,9 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
     ],
   }
 
+  // 5b --------------------------------------------------------------------------------------
+  const rollbackPrepared = rollbackInheritedPreparedStep(ctx)
+
   // 6 ---------------------------------------------------------------------------------------
   const resume: Step = {
     id: 'resume-source',
@@ -826,47 +690,7 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
 
   // 10 --------------------------------------------------------------------------------------
   const se = n.sourceEdge
-  const sourceSub: Step = {
-    id: 'source-subscription',
-    title: `Subscribe ${x} to ${s} from where it was promoted`,
-    actions: [
-      {
-        node: x,
-        label: `subscription ${se.name} from ${s}, origin advanced to the promotion LSN`,
-        sql: [
-          createSubscriptionSql(ctx.full, se, {copyData: false, enabled: false, subscriberVersion: v(x)}, true),
-          advanceOriginSql(se.name, '<promotion LSN>'),
-          resumeSubscriptionSql(se.name),
-        ],
-        check: async sctx => {
-          const r = (await subs(sctx, x, [se.name])).get(se.name)
-          return Boolean(r?.enabled)
-        },
-        run: async sctx => {
-          const c = sctx.cluster.node(x)
-          const px = jget<string>(sctx, J.promotedLsn)
-          if (!px) throw new MmliteError('internal: the promotion LSN was not recorded')
-          let r = (await subs(sctx, x, [se.name])).get(se.name)
-          if (!r) {
-            await c.query(createSubscriptionSql(ctx.full, se, {copyData: false, enabled: false, subscriberVersion: v(x)}, false))
-            r = (await subs(sctx, x, [se.name])).get(se.name)!
-          }
-          if (r.slot !== se.name) throw new MmliteError(`${x}: subscription ${se.name} uses slot ${r.slot ?? 'NONE'}, not ${se.name}`)
-          if (r.enabled) return
-          // the slot must still be at its consistent point, at or before P_X
-          const sl = (await slots(sctx, s, [se.name])).get(se.name)
-          if (!sl?.confirmed_flush) throw new MmliteError(`internal: slot ${se.name} is missing on ${s}`)
-          if (parseLsn(sl.confirmed_flush) > parseLsn(px)) {
-            throw new MmliteError(`slot ${se.name} on ${s} starts at ${sl.confirmed_flush}, after ${x}'s promotion point ${px}: changes in between would be lost`, {
-              suggestions: [`Drop slot ${se.name} on ${s}, rebuild ${x} from ${s} and run add-node again.`],
-            })
-          }
-          await c.query(advanceOriginSql(se.name, px))
-          await c.query(resumeSubscriptionSql(se.name))
-        },
-      },
-    ],
-  }
+  const sourceSub = sourceSubscriptionStep(ctx, n)
 
   // 11 --------------------------------------------------------------------------------------
   /** recorded in catch-up; before that (plans) what preflight read from X */
@@ -928,7 +752,9 @@ export function buildStandbySteps(ctx: AddNodeContext): Step[] {
     actions: waitStreamingActions([se, ...n.peerInEdges, ...n.outEdges, ...sourceInEdges], timeoutMs),
   }
 
-  const steps = [sourceSlot, pause, copy, catchUp, promote, resume, dropInherited, newSlots, repoint, sourceSub, dropFeed, peerSubs, wait]
+  // staggered sequences (doctor --fix): X, a clone of S, would draw S's values; it gets a class of its own
+  const residue = joinResidueStep(ctx.full, x, () => [s, ...n.others])
+  const steps = [sourceSlot, pause, copy, catchUp, promote, rollbackPrepared, resume, dropInherited, newSlots, repoint, sourceSub, dropFeed, peerSubs, residue, wait]
   // remember that this process really ran something (cleanup acts only then, never after a dry run)
   for (const st of steps)
     for (const a of st.actions) {
@@ -998,11 +824,6 @@ async function releasePause(ctx: AddNodeContext, how: 'recovered'): Promise<stri
   if (xInRecovery) await ctx.journal.set(J.replayTarget, undefined)
   const ms = await resumeSource(ctx.journal, ctx.cluster, n, how)
   return [`re-enabled on ${n.s} the subscription(s) an interrupted run had paused ${ms !== undefined ? `${Math.round(ms / 100) / 10} s ago` : ''}: ${paused.map(p => p.subscription).join(', ')}`]
-}
-
-async function subsOn(cluster: ClusterConns, node: string, names: string[]): Promise<Map<string, SubRow>> {
-  const rows = await cluster.node(node).query<SubRow & Record<string, unknown>>(SUBS_SQL, [names])
-  return new Map(rows.map(r => [r.subname, r]))
 }
 
 export function standbyReport(ctx: AddNodeContext): Record<string, unknown> {

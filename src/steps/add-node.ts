@@ -28,6 +28,7 @@ import {edgesOfNode} from './mesh.js'
 import {opKey, type AddNodeContext, type AddStrategy, type StrategyModule} from './add-node-context.js'
 import {copyStrategy} from './add-node-copy.js'
 import {standbyStrategy} from './add-node-standby.js'
+import {waitRunningXactsEnd} from './add-node/source-xacts.js'
 
 export const STRATEGIES: Record<AddStrategy, StrategyModule> = {copy: copyStrategy, standby: standbyStrategy}
 
@@ -188,6 +189,26 @@ export async function runAddNode(cfg: Config, opts: AddNodeOptions): Promise<Add
     if (mine && !opts.dryRun) {
       await journal.begin(key, 'add-node')
       if (mod.recover) recovered.push(...(await mod.recover(ctx)))
+    }
+
+    // every logical slot a run creates on an existing node (and the plugin probe of preflight)
+    // waits for the transactions running there when it starts, prepared ones included: wait
+    // for those first, bounded by --timeout, naming them (steps/add-node/source-xacts.ts)
+    if (!mine && !opts.dryRun) {
+      await Promise.all(
+        base.nodes.map(async n => {
+          const conn = cluster.node(n.name)
+          // an unreachable node is preflight's to report
+          if (!(await conn.connect().then(() => true, () => false))) return
+          await waitRunningXactsEnd(conn, n.name, {
+            timeoutMs: opts.timeoutMs,
+            why: `the slots for ${x.name} created there would wait for them`,
+            progress: () => {},
+            note: line => opts.write?.(`  ! ${line}`),
+            nothingDone: 'nothing was changed',
+          })
+        }),
+      )
     }
 
     const pf = await preflight(full, cluster, {allowRecovery: strategy === 'standby' ? [x.name] : [], checkData: false})

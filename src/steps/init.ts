@@ -29,6 +29,7 @@ import {ClusterLock} from '../engine/lock.js'
 import {runSteps, planSteps, type RenderMode} from '../engine/runner.js'
 import type {StepReport} from '../engine/types.js'
 import {otherOperationsProblems, preflight, preflightError} from './preflight.js'
+import {slotStartProblems} from './slot-guard.js'
 import {pollUntil} from '../util/poll.js'
 import type {PreflightResult, Problem} from './preflight.js'
 import {edgeName} from '../cluster/naming.js'
@@ -278,6 +279,8 @@ export async function runInit(cfg: Config, opts: InitOptions): Promise<InitResul
     const seedChoice = chooseSeed(cfg, pf, {seed: opts.seed, journalSeed, journalNoCopy, noCopy: opts.noCopy, slots})
     const noCopy = seedChoice.noCopy
     const problems = [...pf.problems, ...seedChoice.problems]
+    // hook (addnode-exact, #7.8): init creates every node's slots while the nodes may take writes
+    problems.push(...slotStartProblems(cfg.nodes.map(n => n.name), pf.versions, n => `the slots init creates on ${n}`))
     if (problems.length) throw preflightError(problems)
 
     const initSteps = buildInitSteps(cfg, pf.versions, {seed: seedChoice.seed, noCopy, timeoutMs: opts.timeoutMs})

@@ -118,7 +118,7 @@ describe('add-node copy: preflight refusals change nothing (PostgreSQL 18)', fun
     assert.equal(await state(), before)
   })
 
-  it('joins an idle cluster; the idle link confirms past the new slot without any transaction; a long transaction on the source is warned about; --disable-on-error', async () => {
+  it('joins an idle cluster; the idle link confirms past the new slot without any transaction; a long transaction on the source is waited for before the pause, named; --disable-on-error', async () => {
     const originOf = async () =>
       (
         await h.sql<{lsn: string}>(
@@ -137,28 +137,35 @@ describe('add-node copy: preflight refusals change nothing (PostgreSQL 18)', fun
     }, 'slot node2→node1 to confirm past the consistent point of node2→node3')
     assert.equal(await originOf(), before, 'node1 applied nothing from node2 meanwhile')
 
-    // a long transaction on the source holds up the slot (and so the inbound pause): warned about
-    const blocker = new pg.Client({connectionString: servers[0].dsn()})
+    // a long transaction on the source would hold up the slot, and so the inbound pause: the
+    // run waits for it BEFORE pausing, names it, and the pause does not include the wait
+    const blocker = new pg.Client({connectionString: servers[0].dsn(), application_name: 'long-tx'})
     await blocker.connect()
     let r: h.CliResult
+    let heldMs = 0
     try {
       await blocker.query('BEGIN')
       await blocker.query('SELECT pg_current_xact_id()')
       const pid = (await blocker.query<{pid: number}>('SELECT pg_backend_pid() AS pid')).rows[0].pid
       let settled: h.CliResult | undefined
       const run = h.runCli(['add-node', 'node3', '-c', cfg, '--dsn', xDsn, '--yes', '--disable-on-error']).then(x => (settled = x))
-      // the walsender creating the slot waits for our transaction for a while
+      // add-node polls the transactions holding an xid on node1 (the wait before the pause)
       await h.waitFor(async () => {
         if (settled) throw new Error(`add-node ended before waiting for the open transaction (exit ${settled.code}):\n${settled.stdout}\n${settled.stderr}`)
-        const w = await h.sql(
-          servers[0],
-          "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'walsender' AND wait_event = 'transactionid' AND clock_timestamp() - state_change > interval '2 s'",
-        )
+        const w = await h.sql(servers[0], "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%''prepared:''%' AND pid <> pg_backend_pid()")
         return w.length > 0
-      }, 'the slot creation to wait for the open transaction')
+      }, 'add-node to wait for the open transaction')
+      const t0 = Date.now()
+      // while it waits (long enough for the note), nothing is paused
+      await h.waitFor(async () => {
+        const off = await h.sql(servers[0], 'SELECT subname FROM pg_subscription WHERE NOT subenabled')
+        assert.deepEqual(off, [], 'nothing is paused while add-node waits for the transaction')
+        return Date.now() - t0 > 4000
+      }, 'add-node to wait a while')
+      heldMs = Date.now() - t0
       await blocker.query('COMMIT')
       r = await run
-      assert.match(r.stdout, new RegExp(`warning: node1: the slot waits for transaction ${pid} \\(.*running .*\\); node1's inbound subscriptions stay paused until it ends`))
+      assert.match(r.stdout, new RegExp(`! node1: waiting for pid ${pid} \\(long-tx, [^)]*\\) idle in transaction since [^;]*; last query: SELECT pg_backend_pid`))
     } finally {
       await blocker.end()
     }
@@ -167,7 +174,7 @@ describe('add-node copy: preflight refusals change nothing (PostgreSQL 18)', fun
     assert.match(r.stdout, /Node node3 joined cluster "shop" \(strategy copy, source node1\): 4 links streaming/)
     const pause = /Source node1: inbound subscriptions \(shop_node2_node1\) were paused for (\d+) ms; clients were never paused/.exec(r.stdout)
     assert.ok(pause, r.stdout)
-    assert.ok(Number(pause[1]) >= 2000, `the reported pause (${pause[1]} ms) includes the wait for the long transaction`)
+    assert.ok(Number(pause[1]) < heldMs, `the reported pause (${pause[1]} ms) does not include the wait for the long transaction (${heldMs} ms)`)
     assert.match(r.stdout, /Cluster shop: OK/)
     // --disable-on-error: the new node's links stop on an apply error; links that existed keep theirs
     assert.match(readFileSync(cfg, 'utf8'), /^disable_on_error: true$/m)

@@ -88,7 +88,7 @@ for (const major of [15, 18] as PgMajor[]) {
       for (const l of out.links) assert.equal(l.mechanism, major >= 16 ? 'native' : 'plugin')
       assert.deepEqual(
         out.steps.map(s => s.id),
-        ['prepare', 'wait-peer-flush', 'pause-source', 'source-snapshot', 'copy', 'subscribe-source', 'subscribe-peers', 'node-slots', 'node-subscriptions', 'wait-streaming', 'wait-caught-up'],
+        ['prepare', 'wait-peer-flush', 'pause-source', 'source-snapshot', 'copy', 'subscribe-source', 'subscribe-peers', 'node-slots', 'node-subscriptions', 'sequence-residue', 'wait-streaming', 'wait-caught-up'],
       )
       assert.equal(out.copy.attempts, 1)
       assert.equal(out.copy.tables.find(t => t.table === 'public.departments')?.rows, 10)

@@ -134,6 +134,7 @@ describe('add-node standby: steps and SQL', () => {
       'copy-slots',
       'catch-up',
       'promote',
+      'rollback-inherited-prepared',
       'resume-source',
       'drop-inherited-slots',
       'new-node-slots',
@@ -141,6 +142,7 @@ describe('add-node standby: steps and SQL', () => {
       'source-subscription',
       'drop-feed-slot',
       'peer-subscriptions',
+      'sequence-residue',
       'wait-streaming',
     ])
     assert.deepEqual(steps.map(s => s.id), [...STANDBY_STEP_IDS])

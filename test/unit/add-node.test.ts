@@ -13,7 +13,7 @@ import {Cluster} from '../../src/cluster/cluster.js'
 import {Journal} from '../../src/engine/journal.js'
 import type {Step, StepContext} from '../../src/engine/types.js'
 import {MmliteError} from '../../src/errors.js'
-import {COPY_STEP_IDS, copyStrategy, createSlotExportSnapshotCommand, slotCreationExact} from '../../src/steps/add-node-copy.js'
+import {COPY_STEP_IDS, copyStrategy, createSlotExportSnapshotCommand} from '../../src/steps/add-node-copy.js'
 import type {AddNodeContext} from '../../src/steps/add-node-context.js'
 import {joinConfigs, newNodeConfig, runAddNode} from '../../src/steps/add-node.js'
 import {opKey} from '../../src/steps/add-node-context.js'
@@ -209,25 +209,6 @@ describe('add-node: helpers', () => {
       `SELECT pg_replication_origin_advance('pg_' || s.oid::text, '0/16B3748'::pg_lsn) FROM pg_subscription s WHERE s.subname = 'it''s' AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`,
     )
     assert.throws(() => originAdvanceSql('x', "0/1'::pg_lsn); SELECT 1; --"))
-  })
-
-  it('slot creation is exact from the minor releases with the partial-transaction fix on', () => {
-    for (const [v, ok] of [
-      [120019, false],
-      [120020, true],
-      [130015, false],
-      [130016, true],
-      [140012, false],
-      [140013, true],
-      [150007, false],
-      [150008, true],
-      [160003, false],
-      [160004, true],
-      [170000, true],
-      [180004, true],
-    ] as const) {
-      assert.equal(slotCreationExact(v), ok, String(v))
-    }
   })
 
   it('the new node: name rules, and names whose objects would collide', async () => {
