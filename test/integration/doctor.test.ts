@@ -9,9 +9,15 @@
  *   - a table whose replica identity is NOTHING on one node → critical;
  *   - unlimited max_slot_wal_keep_size → warning with the ALTER SYSTEM fix;
  *   - a column one node has and the others not → drift warning;
+ *   - the max_slot_wal_keep_size fix printed, applied, clears the finding;
+ *   - a disabled subscription → critical; an unfinished journal operation and an orphan origin
+ *     are reported;
  *   - a node down → named, critical, the others still checked.
  */
 import assert from 'node:assert/strict'
+import {existsSync, readFileSync} from 'node:fs'
+import {mkdir, rm, writeFile} from 'node:fs/promises'
+import path from 'node:path'
 import {stopAllStarted, type LocalServer} from '../../src/local/server.js'
 import * as h from '../helpers/cluster.js'
 import type {DoctorResult} from '../../src/steps/doctor/doctor.js'
@@ -193,6 +199,48 @@ describe('doctor: findings and fixes on a real mesh (PostgreSQL 16, 17, 18)', fu
       await h.sql(servers[1], 'ALTER TABLE public.users DROP COLUMN note')
     }
     assert.equal(findings((await doctor(cfg)).out, 'drift').length, 0)
+  })
+
+  it('the max_slot_wal_keep_size fix it prints, once applied, clears the finding', async () => {
+    const {out} = await doctor(cfg)
+    const f = findings(out, 'wal', 'node1')[0]
+    assert.ok(f, 'a wal finding on node1')
+    const statements = f.fix.split(';').map(x => x.trim()).filter(Boolean)
+    for (const st of statements) await h.sql(servers[0], st)
+    await h.waitFor(async () => findings((await doctor(cfg)).out, 'wal', 'node1').length === 0, 'the wal finding on node1 to clear')
+    assert.equal(findings((await doctor(cfg)).out, 'wal', 'node2').length, 1, 'node2 was not changed')
+  })
+
+  it('a disabled subscription is critical with the way out; an unfinished operation in the journal and an orphan origin are reported', async () => {
+    const n2 = servers[1]
+    await h.sql(n2, 'ALTER SUBSCRIPTION shop_node1_node2 DISABLE')
+    await h.sql(n2, "SELECT pg_replication_origin_create('pg_999999')")
+    const journal = path.join(path.dirname(cfg), '.mmlite', 'journal.json')
+    const before = existsSync(journal) ? readFileSync(journal, 'utf8') : undefined
+    const j = before ? JSON.parse(before) : {version: 1, cluster: 'shop', operations: {}}
+    j.operations['remove-node:node9'] = {command: 'remove-node', startedAt: '2026-01-01T00:00:00.000Z', updatedAt: '2026-01-01T00:00:00.000Z', steps: {}, values: {}}
+    await mkdir(path.dirname(journal), {recursive: true, mode: 0o700})
+    await writeFile(journal, JSON.stringify(j, null, 2) + '\n', {mode: 0o600})
+    try {
+      const {code, out} = await doctor(cfg)
+      assert.equal(code, 2)
+      const links = findings(out, 'links', 'node2')
+      assert.equal(links.length, 1, JSON.stringify(out.findings, null, 1))
+      assert.equal(links[0].severity, 'critical')
+      assert.match(links[0].fix, /skip-tx --from node1 --to node2|ENABLE/)
+      const journalFinding = findings(out, 'journal')
+      assert.equal(journalFinding.length, 1)
+      assert.equal(journalFinding[0].object, 'operation remove-node:node9')
+      const origin = findings(out, 'orphans', 'node2').filter(x => x.object === 'origin pg_999999')
+      assert.equal(origin.length, 1)
+      assert.match(origin[0].fix, /pg_replication_origin_drop\('pg_999999'\)/)
+    } finally {
+      if (before === undefined) await rm(journal, {force: true})
+      else await writeFile(journal, before, {mode: 0o600})
+      await h.sql(n2, "SELECT pg_replication_origin_drop('pg_999999')")
+      await h.sql(n2, 'ALTER SUBSCRIPTION shop_node1_node2 ENABLE')
+    }
+    await h.waitFor(async () => findings((await doctor(cfg)).out, 'links').length === 0, 'the link to be enabled again')
   })
 
   it('a node that is down is named; the others are still checked (exit 2)', async () => {
