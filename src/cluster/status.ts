@@ -34,7 +34,8 @@ import {advanceHistory, readHistory, recentRise, writeHistory, type ErrorCounts}
 // ------------------------------------------------------------------------------------ types
 
 export type Health = 'ok' | 'warning' | 'critical' | 'unknown'
-export type LinkState = 'ok' | 'warning' | 'critical' | 'paused'
+/** unknown: neither end of the link could be read, so nothing is known about it */
+export type LinkState = 'ok' | 'warning' | 'critical' | 'paused' | 'unknown'
 
 /** One slot of this cluster on a publisher, as read by the status query. */
 export interface SlotRow {
@@ -502,7 +503,7 @@ export function classifyLink(i: LinkInput): LinkStatus {
     else if (st) {
       critical.push(
         `stuck: transaction ${st.xid} (final LSN ${st.final_lsn}) fails to apply: ${st.evidence}${st.error ? `: ${st.error}` : ''}; ` +
-          `\`mmlite skip-tx --from ${from.name} --node ${to.name}\` shows it and can skip it`,
+          `\`mmlite skip-tx --from ${from.name} --to ${to.name}\` shows it and can skip it`,
       )
     }
     if (!sub.enabled) critical.push('subscription disabled')
@@ -523,6 +524,10 @@ export function classifyLink(i: LinkInput): LinkStatus {
   if (i.pausedBy !== undefined) {
     status = 'paused'
     reasons = [PAUSED_REASON(i.pausedBy), ...critical.filter(r => !PAUSE_IMPLIED.has(r)), ...warning]
+  } else if (!fromOk && !toOk) {
+    // nothing about this link could be read: unknown, not critical (the nodes are reported as down)
+    status = 'unknown'
+    reasons = [...critical]
   } else {
     status = critical.length ? 'critical' : warning.length ? 'warning' : 'ok'
     reasons = [...critical, ...warning]
@@ -552,8 +557,9 @@ export function classifyLink(i: LinkInput): LinkStatus {
 
 const RANK: Record<Health, number> = {ok: 0, warning: 1, critical: 2, unknown: 3}
 
+/** A link's weight in the overall health: paused counts as critical; an unknown link means a node is down (critical). */
 export function linkLevel(s: LinkState): Exclude<Health, 'unknown'> {
-  return s === 'paused' ? 'critical' : s
+  return s === 'paused' || s === 'unknown' ? 'critical' : s
 }
 
 /** Worst of nodes and links; `unknown` when no node at all could be reached. */

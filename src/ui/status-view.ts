@@ -19,7 +19,7 @@ const STATUS_COLOR: Record<Health | LinkState, (s: string) => string> = {
   warning: chalk.yellow,
   critical: chalk.red,
   paused: chalk.magenta,
-  unknown: chalk.red,
+  unknown: chalk.gray,
 }
 
 export function statusCell(s: Health | LinkState, text: string = s): Cell {

@@ -291,7 +291,23 @@ describe('status health classification', () => {
     const r = run(p)
     assert.equal(r.health, 'unknown')
     assert.equal(exitCodeFor(r.health), 3)
-    for (const l of r.links) assert.equal(l.status, 'critical')
+    assert.equal(r.links.length, 2)
+    for (const l of r.links) {
+      assert.equal(l.status, 'unknown', 'nothing is known about a link neither end of which answered')
+      assert.ok(l.reasons.includes('a unreachable') && l.reasons.includes('b unreachable'), l.reasons.join())
+    }
+  })
+
+  it('a link between two unreachable nodes is unknown; links with a reachable end are critical; overall critical', () => {
+    const p = mesh(['a', 'b', 'c'])
+    unreachable(p, 'b')
+    unreachable(p, 'c')
+    const r = run(p)
+    assert.equal(r.health, 'critical')
+    const st = (f: string, t: string) => r.links.find(l => l.from === f && l.to === t)!.status
+    assert.equal(st('b', 'c'), 'unknown')
+    assert.equal(st('c', 'b'), 'unknown')
+    for (const [f, t] of [['a', 'b'], ['b', 'a'], ['a', 'c'], ['c', 'a']]) assert.equal(st(f, t), 'critical')
   })
 
   it('paused: a subscription disabled by an unfinished run is paused (critical level) with the reason', () => {
