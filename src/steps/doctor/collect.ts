@@ -137,7 +137,10 @@ async function readNode(cfg: Config, c: NodeConn, opts: CollectOptions): Promise
   const slots = await c.query<SlotFact>(slotsSql(v))
   const subs = await c.query<Record<string, unknown>>(subscriptionsSql(v))
   const pubs = await c.query<{pubname: string}>('SELECT p.pubname::pg_catalog.text AS pubname FROM pg_catalog.pg_publication p ORDER BY 1')
-  const origins = await c.query<{roname: string}>('SELECT o.roname FROM pg_catalog.pg_replication_origin o ORDER BY 1')
+  // origins are per server, subscriptions too (pg_subscription is shared): an origin pg_<oid> is an orphan only if no database has that subscription
+  const origins = await c.query<{roname: string}>(
+    "SELECT o.roname FROM pg_catalog.pg_replication_origin o WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE o.roname = 'pg_' || s.oid::pg_catalog.text) ORDER BY 1",
+  )
   const tables = await c.query<{ord: string; exists: boolean; replident: string | null; has_pk: boolean; has_identity_index: boolean}>(TABLES_SQL, [schemas, names])
   const sequences = await readSequences(c, cfg, schemas, names)
   const shapes = await readShapes(c, cfg.tables)

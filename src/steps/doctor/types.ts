@@ -98,6 +98,7 @@ export interface NodeFacts {
   slots: SlotFact[]
   subscriptions: SubFact[]
   publications: string[]
+  /** replication origins named like a subscription's (pg_<oid>) whose subscription no database of the server has */
   origins: string[]
   tables: TableFact[]
   /** columns, primary key and replica identity of each replicated table (null: missing), for drift */

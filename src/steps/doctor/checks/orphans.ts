@@ -65,7 +65,7 @@ export function checkOrphans(input: DoctorInput): Finding[] {
     const subOrigins = new Set(f.subscriptions.map(s => `pg_${s.oid}`))
     for (const o of f.origins) {
       if (!/^pg_\d+$/.test(o) || subOrigins.has(o)) continue
-      out.push({check: 'orphans', severity: 'info', node: f.name, object: `origin ${o}`, message: `replication origin ${o} on ${f.name} belongs to no subscription of this database (a dropped subscription's, or another database's)`, fix: `If no subscription in any database of ${f.name} has oid ${o.slice(3)}: SELECT pg_catalog.pg_replication_origin_drop(${escapeLiteral(o)});`})
+      out.push({check: 'orphans', severity: 'info', node: f.name, object: `origin ${o}`, message: `replication origin ${o} on ${f.name} belongs to no subscription of any database there (left by a subscription that is gone)`, fix: `SELECT pg_catalog.pg_replication_origin_drop(${escapeLiteral(o)});`})
     }
   }
   for (const u of input.unfinished) {
