@@ -22,8 +22,8 @@ describe('tables: add and remove a replicated table under load (init reconcile)'
     servers = await h.startServers([15, 15, 15])
     await h.createSchema(servers)
     await Promise.all(servers.map(s => h.sql(s, ITEMS)))
-    // 20k rows on a non-first node
-    await h.sql(servers[1], "INSERT INTO public.items SELECT g, 'seed', g, 'seeded' FROM generate_series(1, 20000) g")
+    // 100k rows on a non-first node
+    await h.sql(servers[1], "INSERT INTO public.items SELECT g, 'seed', g, 'seeded' FROM generate_series(1, 100000) g")
     await h.sql(servers[0], "INSERT INTO public.departments SELECT g, 'dept ' || g FROM generate_series(1, 10) g")
     dir = await h.tempDir()
     cfg = await h.writeConfig(dir, servers)
@@ -57,7 +57,7 @@ describe('tables: add and remove a replicated table under load (init reconcile)'
       await users.stop()
     }
     await verifyLoad(servers, users.report)
-    await items.verify(servers, 20000)
+    await items.verify(servers, 100000)
     for (const s of servers) assert.equal(await h.applyErrors(s), 0, `apply errors on ${s.name}`)
     const again = await h.runCli(['init', '-c', cfg, '--yes'])
     assert.equal(again.code, 0, again.stderr)
