@@ -72,10 +72,11 @@ const NEW_NODE_GRANTS = [
 
 async function secure(s: LocalServer, opts: {newNode: boolean; partial?: boolean}): Promise<void> {
   await h.sql(s, h.SCHEMA)
+  // the superuser's password through the server helper, so its password file follows
+  await s.setPassword(SUPER_PW)
   await h.sql(
     s,
     `SET password_encryption = 'scram-sha-256';
-     ALTER ROLE postgres PASSWORD '${SUPER_PW}';
      CREATE ROLE mmlite_admin LOGIN REPLICATION PASSWORD '${ADMIN_PW}';
      GRANT pg_create_subscription TO mmlite_admin;
      GRANT CREATE ON DATABASE postgres TO mmlite_admin;
@@ -95,7 +96,8 @@ async function secure(s: LocalServer, opts: {newNode: boolean; partial?: boolean
   await h.sql(s, 'SELECT pg_reload_conf()')
   // the reload is effective when a fresh session sees a newer load time; a trust login must fail
   await h.waitFor(async () => (await q<{t: Date}>(s, 'SELECT pg_conf_load_time() AS t'))[0].t.getTime() > before, `reload of ${s.name}`)
-  await assert.rejects(h.sql(s, 'SELECT 1'), /password authentication failed|no pg_hba.conf entry|password/)
+  // a login with a wrong password fails: no trust left
+  await assert.rejects(q(s, 'SELECT 1', [], conn(s, 'postgres', 'not-the-password')), /password authentication failed|no pg_hba.conf entry|password/)
   const who = await q<{rolsuper: boolean; rolcreaterole: boolean}>(s, "SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = 'mmlite_admin'", [], conn(s, 'mmlite_admin', ADMIN_PW))
   assert.deepEqual(who, [{rolsuper: false, rolcreaterole: false}])
 }
