@@ -57,7 +57,8 @@ describe('secrets on the command line and in peer DSNs', function () {
     const dir = await h.tempDir()
     const cfg = path.join(dir, 'mmlite.yaml')
     const [a, b] = servers
-    // trust authentication ignores the password, which is all this test needs
+    // the servers' password becomes PW (and their password file follows, for the password-free peer_dsn)
+    await Promise.all(servers.map(s => s.setPassword(PW)))
     await writeFile(
       cfg,
       [
