@@ -58,6 +58,10 @@ describe('TLS of the CLI connections (libpq sslmode semantics)', function () {
         old,
       ].join('\n'),
     )
+    // the plain server: tlsonly may connect without TLS (and without a password: these tests are about TLS, not authentication)
+    const plainHba = path.join(plain.dataDir, 'pg_hba.conf')
+    await writeFile(plainHba, ['host all tlsonly 127.0.0.1/32 trust', await readFile(plainHba, 'utf8')].join('\n'))
+    await h.reloadConf(plain)
     await tls.setSettings({ssl: 'on', ssl_cert_file: 'server.crt', ssl_key_file: 'server.key', ssl_ca_file: 'ca.crt'})
     await tls.restart()
   })
