@@ -226,7 +226,7 @@ describe('status: stuck links', () => {
     assert.equal(r.health, 'critical')
     assert.equal(exitCodeFor(r.health), 2)
     assert.deepEqual(ba.stuck, stuck.get(linkKey('b', 'a')))
-    assert.match(ba.reasons[0], /^stuck: transaction 765 \(final LSN 0\/178C408\) fails to apply: apply worker failed 2 time\(s\) in 1.0 s: duplicate key; `mmlite skip-tx --from b --node a`/)
+    assert.match(ba.reasons[0], /^stuck: transaction 765 \(final LSN 0\/178C408\) fails to apply: apply worker failed 2 time\(s\) in 1.0 s: duplicate key; `mmlite skip-tx --from b --to a`/)
     const ab = r.links.find(l => l.from === 'a' && l.to === 'b')!
     assert.equal('stuck' in ab, false)
     assert.equal(ab.status, 'ok')
