@@ -83,13 +83,13 @@ export interface SubRow {
 export interface StuckInfo {
   xid: number
   /** what `mmlite skip-tx` / ALTER SUBSCRIPTION ... SKIP (lsn = ...) would skip */
-  final_lsn: string
-  commit_time: string
+  finalLsn: string
+  commitTime: string
   /** why the link counts as stuck (errors counted, worker restarting, disabled by disable_on_error) */
   evidence: string
   /** the subscriber's logged error, when its log is readable over SQL */
   error: string | null
-  /** set when applying fails but which transaction fails cannot be told (xid / final_lsn are then the first pending one's) */
+  /** set when applying fails but which transaction fails cannot be told (xid / finalLsn are then the first pending one's) */
   unsure?: string
 }
 
@@ -137,19 +137,20 @@ export interface LinkStatus {
   mechanism: Mechanism | null
   status: LinkState
   reasons: string[]
-  subscription_enabled: boolean | null
-  worker_running: boolean | null
-  slot_active: boolean | null
-  wal_status: string | null
-  lag_bytes: number | null
-  retained_bytes: number | null
-  last_msg_age_s: number | null
+  subscriptionEnabled: boolean | null
+  workerRunning: boolean | null
+  slotActive: boolean | null
+  walStatus: string | null
+  lagBytes: number | null
+  retainedBytes: number | null
+  lastMsgAgeSeconds: number | null
   /** seconds the subscriber is behind (walsender flush_lag); 0 when caught up; null when unknown */
-  lag_s: number | null
-  apply_error_count: number | null
-  sync_error_count: number | null
+  lagSeconds: number | null
+  applyErrorCount: number | null
+  syncErrorCount: number | null
   /** seconds since status last saw the error counts rise, when within health.error_window_seconds */
-  errors_recent_s?: number
+  errorsRecentSeconds?: number
+  /** PG 18+: pg_stat_subscription_stats' confl_* counters, camelCased without the prefix (confl_insert_exists → insertExists) */
   conflicts?: Record<string, number>
   /** present when the link is stuck on a transaction that fails to apply */
   stuck?: StuckInfo
@@ -305,6 +306,11 @@ interface RawStatus {
   subscriptions: SubRow[]
 }
 
+/** A PG 18 conflict counter's name in --json: confl_insert_exists → insertExists. */
+export function conflictKey(column: string): string {
+  return column.replace(/^confl_/, '').replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())
+}
+
 function num(v: unknown): number | null {
   return v === null || v === undefined ? null : Number(v)
 }
@@ -407,7 +413,7 @@ async function probeStuck(cfg: Config, probes: NodeProbe[], unfinished: Unfinish
           const v = await observeLink(ends, {windowMs: STUCK_WINDOW_MS, snapshot: true})
           if (v.state !== 'stuck') return
           const error = await lastApplyError(ends.sub, {name: l.name, oid: v.sub.oid}, v.tx)
-          out.set(linkKey(l.from, l.to), {xid: v.tx.xid, final_lsn: v.tx.finalLsn, commit_time: v.tx.commitTime, evidence: v.evidence, error, ...(v.unsure ? {unsure: v.unsure} : {})})
+          out.set(linkKey(l.from, l.to), {xid: v.tx.xid, finalLsn: v.tx.finalLsn, commitTime: v.tx.commitTime, evidence: v.evidence, error, ...(v.unsure ? {unsure: v.unsure} : {})})
         } catch {
           /* status never fails for one link: the link keeps its other reasons */
         }
@@ -502,7 +508,7 @@ export function classifyLink(i: LinkInput): LinkStatus {
     if (st?.unsure) critical.push(`stuck: applying fails (${st.evidence}), but ${st.unsure}`)
     else if (st) {
       critical.push(
-        `stuck: transaction ${st.xid} (final LSN ${st.final_lsn}) fails to apply: ${st.evidence}${st.error ? `: ${st.error}` : ''}; ` +
+        `stuck: transaction ${st.xid} (final LSN ${st.finalLsn}) fails to apply: ${st.evidence}${st.error ? `: ${st.error}` : ''}; ` +
           `\`mmlite skip-tx --from ${from.name} --to ${to.name}\` shows it and can skip it`,
       )
     }
@@ -538,19 +544,19 @@ export function classifyLink(i: LinkInput): LinkStatus {
     mechanism: from.versionNum && to.versionNum ? edgeMechanism(from.versionNum, to.versionNum) : null,
     status,
     reasons,
-    subscription_enabled: sub ? sub.enabled : null,
-    worker_running: sub ? sub.worker_pid !== null : null,
-    slot_active: slot ? slot.active : null,
-    wal_status: slot?.wal_status ?? null,
-    lag_bytes: slot?.lag_bytes ?? null,
-    retained_bytes: slot?.retained_bytes ?? null,
-    last_msg_age_s: sub?.last_msg_age_s ?? null,
-    lag_s: slot && sub?.worker_pid != null && slot.active ? (slot.lag_s ?? 0) : null,
-    apply_error_count: sub?.apply_error_count ?? null,
-    sync_error_count: sub?.sync_error_count ?? null,
+    subscriptionEnabled: sub ? sub.enabled : null,
+    workerRunning: sub ? sub.worker_pid !== null : null,
+    slotActive: slot ? slot.active : null,
+    walStatus: slot?.wal_status ?? null,
+    lagBytes: slot?.lag_bytes ?? null,
+    retainedBytes: slot?.retained_bytes ?? null,
+    lastMsgAgeSeconds: sub?.last_msg_age_s ?? null,
+    lagSeconds: slot && sub?.worker_pid != null && slot.active ? (slot.lag_s ?? 0) : null,
+    applyErrorCount: sub?.apply_error_count ?? null,
+    syncErrorCount: sub?.sync_error_count ?? null,
   }
-  if (sub?.conflicts) link.conflicts = sub.conflicts
-  if (i.errorsRecentS !== undefined && sub && (sub.apply_error_count ?? 0) + (sub.sync_error_count ?? 0) > 0) link.errors_recent_s = Math.round(i.errorsRecentS)
+  if (sub?.conflicts) link.conflicts = Object.fromEntries(Object.entries(sub.conflicts).map(([k, v]) => [conflictKey(k), v]))
+  if (i.errorsRecentS !== undefined && sub && (sub.apply_error_count ?? 0) + (sub.sync_error_count ?? 0) > 0) link.errorsRecentSeconds = Math.round(i.errorsRecentS)
   if (i.stuck && sub) link.stuck = i.stuck
   return link
 }

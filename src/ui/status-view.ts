@@ -163,17 +163,17 @@ export function renderLinks(r: StatusResult, opts: RenderOptions = {}): string[]
     const row: Array<string | Cell> = [
       `${l.from} → ${l.to}`,
       l.mechanism ?? '-',
-      yesNo(l.subscription_enabled, sub, 'enabled', 'disabled'),
-      yesNo(l.worker_running, sub, 'running', 'stopped'),
-      yesNo(l.slot_active, pub, 'active', 'inactive'),
-      l.wal_status ?? '-',
-      formatBytes(l.lag_bytes),
-      formatBytes(l.retained_bytes),
-      formatSeconds(l.last_msg_age_s),
-      l.apply_error_count === null ? '-' : `${l.apply_error_count}/${l.sync_error_count ?? 0}`,
+      yesNo(l.subscriptionEnabled, sub, 'enabled', 'disabled'),
+      yesNo(l.workerRunning, sub, 'running', 'stopped'),
+      yesNo(l.slotActive, pub, 'active', 'inactive'),
+      l.walStatus ?? '-',
+      formatBytes(l.lagBytes),
+      formatBytes(l.retainedBytes),
+      formatSeconds(l.lastMsgAgeSeconds),
+      l.applyErrorCount === null ? '-' : `${l.applyErrorCount}/${l.syncErrorCount ?? 0}`,
     ]
     if (withConflicts) row.push(String(sumConflicts(l.conflicts) ?? '-'))
-    if (withStuck) row.push(l.stuck ? statusCell('critical', l.stuck.final_lsn) : '-')
+    if (withStuck) row.push(l.stuck ? statusCell('critical', l.stuck.finalLsn) : '-')
     row.push(statusCell(l.status))
     return row
   })
@@ -194,7 +194,7 @@ export function renderMatrix(r: StatusResult): string[] {
       if (from === to) return {text: '·'}
       const l = byEdge.get(`${from}\u0000${to}`)
       if (!l) return {text: '?'}
-      if (l.status === 'ok' || l.status === 'warning') return statusCell(l.status, formatBytes(l.lag_bytes))
+      if (l.status === 'ok' || l.status === 'warning') return statusCell(l.status, formatBytes(l.lagBytes))
       return statusCell(l.status)
     }),
   ])

@@ -184,16 +184,16 @@ for (const {major, doe} of [
       assert.deepEqual(stuck.map(linkName).sort(), [...conflict.stuck.keys()].sort())
       for (const l of stuck) {
         assert.equal(l.stuck!.xid, conflict.stuck.get(linkName(l)))
-        assert.match(l.stuck!.final_lsn, /^[0-9A-F]+\/[0-9A-F]+$/)
+        assert.match(l.stuck!.finalLsn, /^[0-9A-F]+\/[0-9A-F]+$/)
         assert.equal(l.status, 'critical')
         assert.match(l.reasons.join('; '), /stuck: transaction \d+ \(final LSN /)
-        if (major >= 18) assert.ok((l.conflicts?.confl_insert_exists ?? 0) > 0, JSON.stringify(l.conflicts))
-        assert.ok((l.apply_error_count ?? 0) > 0)
+        if (major >= 18) assert.ok((l.conflicts?.insertExists ?? 0) > 0, JSON.stringify(l.conflicts))
+        assert.ok((l.applyErrorCount ?? 0) > 0)
       }
       const text = await h.runCli(['status', '-c', cfg], {env: {NO_COLOR: '1'}})
       assert.equal(text.code, 2)
       assert.match(text.stdout, /Stuck at/)
-      for (const l of stuck) assert.match(text.stdout, new RegExp(`${l.from} → ${l.to} .*\\| ${l.stuck!.final_lsn} \\| critical`))
+      for (const l of stuck) assert.match(text.stdout, new RegExp(`${l.from} → ${l.to} .*\\| ${l.stuck!.finalLsn} \\| critical`))
 
       const before = await subStates(servers)
       const dry = await h.runCli(['skip-tx', '-c', cfg, '--dry-run'])
@@ -206,7 +206,7 @@ for (const {major, doe} of [
       if (doe) assert.match(dry.stdout, /would run on node2: ALTER SUBSCRIPTION "shop_node1_node2" ENABLE/)
       const dryJson = await skipTx(cfg, ['--dry-run'])
       assert.deepEqual(dryJson.out.links.map(l => [linkName(l), l.state, l.blocking?.xid]).sort(), [...conflict.stuck].map(([n, x]) => [n, 'would-skip', x]).sort())
-      for (const l of dryJson.out.links) assert.equal(l.blocking?.finalLsn, stuck.find(s => linkName(s) === linkName(l))!.stuck!.final_lsn)
+      for (const l of dryJson.out.links) assert.equal(l.blocking?.finalLsn, stuck.find(s => linkName(s) === linkName(l))!.stuck!.finalLsn)
       // nothing skipped: skip LSNs, origins, enabled flags as they were; no audit
       assert.deepEqual(await subStates(servers), before)
       assert.deepEqual(auditLines(dir), [])

@@ -44,13 +44,13 @@ describe('status clears: an idle mesh is ok; after a node restart critical, then
 
   it('an idle mesh for longer than lag_warning_seconds is ok', async () => {
     // idle for > 1 s after the last message (keepalives come every wal_sender_timeout / 2 = 30 s)
-    await h.waitFor(async () => (await status(cfg)).st.links.every(l => (l.last_msg_age_s ?? 0) > 2), 'the links to be idle for 2 s')
+    await h.waitFor(async () => (await status(cfg)).st.links.every(l => (l.lastMsgAgeSeconds ?? 0) > 2), 'the links to be idle for 2 s')
     const {code, st} = await status(cfg)
     assert.equal(st.health, 'ok', why(st))
     assert.equal(code, 0)
     for (const l of st.links) {
-      assert.equal(l.lag_s, 0, why(st))
-      assert.ok((l.last_msg_age_s ?? 0) > 1)
+      assert.equal(l.lagSeconds, 0, why(st))
+      assert.ok((l.lastMsgAgeSeconds ?? 0) > 1)
     }
   })
 
@@ -75,7 +75,7 @@ describe('status clears: an idle mesh is ok; after a node restart critical, then
     }, 'status to be ok again', 120_000)
     const {code, st} = await status(cfg)
     assert.equal(code, 0, why(st))
-    assert.ok(st.links.some(l => (l.apply_error_count ?? 0) > 0), `the counters still hold the errors: ${JSON.stringify(st.links)}`)
+    assert.ok(st.links.some(l => (l.applyErrorCount ?? 0) > 0), `the counters still hold the errors: ${JSON.stringify(st.links)}`)
     assert.ok((await errorCounts(n1)) + (await errorCounts(n2)) > e1 + e2)
     // and it stays ok: nothing new is counted
     const again = await status(cfg)

@@ -157,16 +157,16 @@ describe('mmlite status (real PostgreSQL 16 mesh, real CLI)', function () {
     )
     for (const l of s.links) {
       assert.deepEqual(l.reasons, [])
-      assert.equal(l.subscription_enabled, true)
-      assert.equal(l.worker_running, true)
-      assert.equal(l.slot_active, true)
-      assert.equal(l.wal_status, 'reserved')
-      assert.equal(typeof l.lag_bytes, 'number')
-      assert.equal(typeof l.retained_bytes, 'number')
-      assert.ok(l.lag_bytes! >= 0 && l.retained_bytes! >= l.lag_bytes!)
-      assert.equal(typeof l.last_msg_age_s, 'number')
-      assert.equal(l.apply_error_count, 0)
-      assert.equal(l.sync_error_count, 0)
+      assert.equal(l.subscriptionEnabled, true)
+      assert.equal(l.workerRunning, true)
+      assert.equal(l.slotActive, true)
+      assert.equal(l.walStatus, 'reserved')
+      assert.equal(typeof l.lagBytes, 'number')
+      assert.equal(typeof l.retainedBytes, 'number')
+      assert.ok(l.lagBytes! >= 0 && l.retainedBytes! >= l.lagBytes!)
+      assert.equal(typeof l.lastMsgAgeSeconds, 'number')
+      assert.equal(l.applyErrorCount, 0)
+      assert.equal(l.syncErrorCount, 0)
       assert.equal('conflicts' in l, false, 'confl_* only on 18+')
     }
   })
@@ -264,7 +264,7 @@ describe('mmlite status (real PostgreSQL 16 mesh, real CLI)', function () {
     }
     // n1 still answers for its side: the slot n1→n2 lost its walsender
     const out = s.links.find(l => l.from === 'n1')!
-    assert.equal(out.subscription_enabled, null)
+    assert.equal(out.subscriptionEnabled, null)
     last = await cli(['status', '-c', config, '--timeout', '2'])
     noSecret(last)
     assert.equal(last.code, 2)

@@ -23,16 +23,16 @@ function link(from: string, to: string, extra: Partial<LinkStatus> = {}): LinkSt
     mechanism: 'native',
     status: 'ok',
     reasons: [],
-    subscription_enabled: true,
-    worker_running: true,
-    slot_active: true,
-    wal_status: 'reserved',
-    lag_bytes: 123456789,
-    lag_s: 1.5,
-    retained_bytes: 987654321,
-    last_msg_age_s: 12.5,
-    apply_error_count: 3,
-    sync_error_count: 0,
+    subscriptionEnabled: true,
+    workerRunning: true,
+    slotActive: true,
+    walStatus: 'reserved',
+    lagBytes: 123456789,
+    lagSeconds: 1.5,
+    retainedBytes: 987654321,
+    lastMsgAgeSeconds: 12.5,
+    applyErrorCount: 3,
+    syncErrorCount: 0,
     ...extra,
   }
 }
@@ -40,7 +40,7 @@ function link(from: string, to: string, extra: Partial<LinkStatus> = {}): LinkSt
 function result(): StatusResult {
   const names = ['warehouse_east', 'warehouse_west', 'headquarters']
   const links: LinkStatus[] = []
-  for (const a of names) for (const b of names) if (a !== b) links.push(link(a, b, {conflicts: {insert_exists: 2}, stuck: a === names[0] ? {xid: '1', final_lsn: '0/DEADBEEF'} as never : undefined}))
+  for (const a of names) for (const b of names) if (a !== b) links.push(link(a, b, {conflicts: {insertExists: 2}, stuck: a === names[0] ? {xid: '1', finalLsn: '0/DEADBEEF'} as never : undefined}))
   return {
     cluster: 'shop',
     health: 'ok',

@@ -219,7 +219,7 @@ describe('status: stuck links', () => {
 
   it('a stuck link is critical, names the final LSN and the error, and gets the Stuck at column', () => {
     const probes = [probe('a', 'b', {apply_error_count: 4}), probe('b', 'a')]
-    const stuck = new Map([[linkKey('b', 'a'), {xid: 765, final_lsn: '0/178C408', commit_time: 't', evidence: 'apply worker failed 2 time(s) in 1.0 s', error: 'duplicate key'}]])
+    const stuck = new Map([[linkKey('b', 'a'), {xid: 765, finalLsn: '0/178C408', commitTime: 't', evidence: 'apply worker failed 2 time(s) in 1.0 s', error: 'duplicate key'}]])
     const r = evaluate({cluster: CLUSTER, probes, thresholds: DEFAULT_HEALTH, unfinished: [], checkedAt: new Date(0), stuck})
     const ba = r.links.find(l => l.from === 'b' && l.to === 'a')!
     assert.equal(ba.status, 'critical')

@@ -129,16 +129,16 @@ describe('status health classification', () => {
       mechanism: 'native',
       status: 'ok',
       reasons: [],
-      subscription_enabled: true,
-      worker_running: true,
-      slot_active: true,
-      wal_status: 'reserved',
-      lag_bytes: 0,
-      retained_bytes: 256,
-      last_msg_age_s: 1.5,
-      lag_s: 0,
-      apply_error_count: 0,
-      sync_error_count: 0,
+      subscriptionEnabled: true,
+      workerRunning: true,
+      slotActive: true,
+      walStatus: 'reserved',
+      lagBytes: 0,
+      retainedBytes: 256,
+      lastMsgAgeSeconds: 1.5,
+      lagSeconds: 0,
+      applyErrorCount: 0,
+      syncErrorCount: 0,
     })
     assert.deepEqual(r.nodes[0], {name: 'a', target: '127.0.0.1:5432/a', reachable: true, version: '16.0004', versionNum: 160004})
   })
@@ -170,12 +170,12 @@ describe('status health classification', () => {
     const p = mesh(['a', 'b'])
     subOf(p, 'b', 'a').last_msg_age_s = 75
     assert.equal(run(p).health, 'ok', 'idle: only keepalives, nothing to apply')
-    assert.equal(link(run(p), 'b', 'a').lag_s, 0)
+    assert.equal(link(run(p), 'b', 'a').lagSeconds, 0)
     slotOf(p, 'b', 'a').lag_s = 75
     const r = run(p)
     assert.equal(link(r, 'b', 'a').status, 'warning')
     assert.match(link(r, 'b', 'a').reasons.join(), /lag 1m15s > 1m0s/)
-    assert.equal(link(r, 'b', 'a').lag_s, 75)
+    assert.equal(link(r, 'b', 'a').lagSeconds, 75)
     assert.equal(r.health, 'warning')
     assert.equal(run(p, {thresholds: {...DEFAULT_HEALTH, lagWarningSeconds: 120}}).health, 'ok')
   })
@@ -186,13 +186,13 @@ describe('status health classification', () => {
     subOf(p, 'b', 'a').apply_error_count = 3
     const old = run(p)
     assert.equal(link(old, 'b', 'a').status, 'ok', 'errors counted long ago do not warn')
-    assert.equal(link(old, 'b', 'a').apply_error_count, 3)
+    assert.equal(link(old, 'b', 'a').applyErrorCount, 3)
     const r = run(p, {errorsRecent: new Map([[linkKey('b', 'a'), 42]])})
     assert.equal(link(r, 'a', 'b').status, 'warning')
     assert.match(link(r, 'a', 'b').reasons[0], /unreserved/)
     assert.equal(link(r, 'b', 'a').status, 'warning')
     assert.match(link(r, 'b', 'a').reasons[0], /3 apply error\(s\) since stats reset, the last counted 42s ago \(`mmlite status --reset-errors` resets the counts\)/)
-    assert.equal(link(r, 'b', 'a').errors_recent_s, 42)
+    assert.equal(link(r, 'b', 'a').errorsRecentSeconds, 42)
     assert.equal(r.health, 'warning')
   })
 
@@ -203,8 +203,8 @@ describe('status health classification', () => {
     const l = link(r, 'a', 'b')
     assert.equal(l.status, 'critical')
     assert.deepEqual(l.reasons, ['subscription disabled', 'apply worker not running'])
-    assert.equal(l.subscription_enabled, false)
-    assert.equal(l.worker_running, false)
+    assert.equal(l.subscriptionEnabled, false)
+    assert.equal(l.workerRunning, false)
     assert.equal(r.health, 'critical')
     assert.equal(exitCodeFor(r.health), 2)
   })
@@ -223,12 +223,12 @@ describe('status health classification', () => {
     const r = run(p)
     assert.deepEqual(link(r, 'a', 'b').reasons, ['slot inactive'])
     assert.equal(link(r, 'a', 'b').status, 'critical')
-    assert.equal(link(r, 'a', 'b').slot_active, false)
+    assert.equal(link(r, 'a', 'b').slotActive, false)
     assert.deepEqual(link(r, 'b', 'c').reasons, ['slot missing on b'])
-    assert.equal(link(r, 'b', 'c').slot_active, null)
-    assert.equal(link(r, 'b', 'c').lag_bytes, null)
+    assert.equal(link(r, 'b', 'c').slotActive, null)
+    assert.equal(link(r, 'b', 'c').lagBytes, null)
     assert.deepEqual(link(r, 'c', 'a').reasons, ['subscription missing on a'])
-    assert.equal(link(r, 'c', 'a').subscription_enabled, null)
+    assert.equal(link(r, 'c', 'a').subscriptionEnabled, null)
     assert.equal(r.health, 'critical')
   })
 
@@ -238,7 +238,7 @@ describe('status health classification', () => {
     const r = run(p)
     assert.equal(link(r, 'b', 'a').status, 'critical')
     assert.match(link(r, 'b', 'a').reasons[0], /lost/)
-    assert.equal(link(r, 'b', 'a').wal_status, 'lost')
+    assert.equal(link(r, 'b', 'a').walStatus, 'lost')
   })
 
   it('critical for a missing publication on the publisher', () => {
@@ -356,7 +356,7 @@ describe('status health classification', () => {
     const p = mesh(['a', 'b'], 180000)
     subOf(p, 'a', 'b').conflicts = {confl_insert_exists: 2, confl_update_missing: 1}
     const r = run(p)
-    assert.deepEqual(link(r, 'a', 'b').conflicts, {confl_insert_exists: 2, confl_update_missing: 1})
+    assert.deepEqual(link(r, 'a', 'b').conflicts, {insertExists: 2, updateMissing: 1})
     assert.equal('conflicts' in link(r, 'b', 'a'), false)
   })
 
