@@ -182,14 +182,7 @@ export async function preflight(
     }
     if (outPlugin && pluginAllowed && f.walLevel === 'logical' && opts.probePlugin !== false && !f.inRecovery) {
       const err = await probePlugin(cluster, node)
-      if (err) {
-        problems.push({
-          node,
-          check: 'plugin',
-          message: `the output plugin "${PLUGIN}" cannot be used: ${err}`,
-          fix: `Install it on ${node}'s server: make -C extension install PG_CONFIG=/usr/lib/postgresql/<major>/bin/pg_config (needs the server headers, e.g. postgresql-server-dev-<major>); edges to or from PostgreSQL < 16 use it.`,
-        })
-      }
+      if (err) problems.push({node, ...err})
     }
 
     // tables
@@ -242,21 +235,61 @@ export async function preflight(
   return {facts, versions, tables, subscribed, problems, warnings}
 }
 
+/** How long the plugin probe may wait for its temporary slot (slot creation waits for running transactions). */
+export const PROBE_TIMEOUT_S = 15
+
 /** Try a temporary slot with our plugin (dropped with the session); undefined when it works. */
-async function probePlugin(cluster: Cluster, node: string): Promise<string | undefined> {
+async function probePlugin(cluster: Cluster, node: string): Promise<Omit<Problem, 'node'> | undefined> {
   let s
   try {
     s = await cluster.node(node).newSession('mmlite preflight')
-    await s.query("SET statement_timeout = '15s'")
+    await s.query(`SET statement_timeout = '${PROBE_TIMEOUT_S}s'`)
     await s.query(`SELECT pg_catalog.pg_create_logical_replication_slot(('mmlite_probe_' || pg_catalog.pg_backend_pid())::pg_catalog.name, ${ql(PLUGIN)}::pg_catalog.name, true)`)
     return undefined
   } catch (e) {
-    const msg = errorMessage(e)
-    if (/statement timeout/.test(msg)) return 'could not create a probe slot within 15 s (long-running transactions on the node?)'
-    return msg
+    const {kind: _kind, ...problem} = classifyPluginProbeError(node, e as {code?: string; message?: string})
+    return problem
   } finally {
     await s?.end().catch(() => {})
   }
+}
+
+export type PluginProbeFailure = 'missing' | 'unloadable' | 'not-allowed' | 'timeout' | 'other'
+
+/**
+ * Why creating a temporary slot with the plugin failed, and the fix for that cause (pure):
+ *  - timeout (57014 statement / 55P03 lock timeout): creating a slot waits until every transaction
+ *    running on the node has finished; the plugin may be fine,
+ *  - not-allowed (42501 "may not be used as an output plugin"): not listed in output_plugin_libraries,
+ *  - missing (58P01 "could not access file"): not installed on the server,
+ *  - unloadable (other "could not load library" errors): installed but built for another server.
+ */
+export function classifyPluginProbeError(node: string, e: {code?: string; message?: string}): Omit<Problem, 'node'> & {kind: PluginProbeFailure} {
+  const msg = errorMessage(e instanceof Error ? e : new Error(e.message ?? String(e)))
+  const install = `make -C extension install PG_CONFIG=/usr/lib/postgresql/<major>/bin/pg_config on ${node}'s server (needs the server headers, e.g. postgresql-server-dev-<major>); edges to or from PostgreSQL < 16 use it.`
+  if (e.code === '57014' || e.code === '55P03' || /statement timeout|lock timeout/.test(msg)) {
+    return {
+      kind: 'timeout',
+      check: 'plugin',
+      message: `could not create a probe slot with the output plugin "${PLUGIN}" within ${PROBE_TIMEOUT_S} s: creating a slot waits until every transaction running on ${node} has finished (${msg})`,
+      fix: `Let the long-running or idle-in-transaction sessions and prepared transactions on ${node} finish (SELECT pid, state, xact_start, query FROM pg_catalog.pg_stat_activity WHERE backend_xid IS NOT NULL OR backend_xmin IS NOT NULL ORDER BY xact_start; SELECT * FROM pg_catalog.pg_prepared_xacts;), or end them with SELECT pg_catalog.pg_terminate_backend(<pid>); then re-run.`,
+    }
+  }
+  if (e.code === '42501' && /may not be used as an output plugin/.test(msg)) {
+    return {
+      kind: 'not-allowed',
+      check: 'output_plugin_libraries',
+      message: `the output plugin "${PLUGIN}" cannot be used: output_plugin_libraries does not allow it (${msg})`,
+      fix: `List it in output_plugin_libraries on ${node} (ALTER SYSTEM SET output_plugin_libraries = <current list>, '${PLUGIN}'; SELECT pg_reload_conf();), or run \`mmlite init --fix-settings\`.`,
+    }
+  }
+  if (e.code === '58P01' || /could not access file/.test(msg)) {
+    return {kind: 'missing', check: 'plugin', message: `the output plugin "${PLUGIN}" cannot be used: it is not installed (${msg})`, fix: `Install it: ${install}`}
+  }
+  if (/could not load library|incompatible library|undefined symbol/.test(msg)) {
+    return {kind: 'unloadable', check: 'plugin', message: `the output plugin "${PLUGIN}" cannot be used: it is installed but does not load (${msg})`, fix: `Rebuild and install it for this server's major version: ${install}`}
+  }
+  return {kind: 'other', check: 'plugin', message: `the output plugin "${PLUGIN}" cannot be used: ${msg}`, fix: `Fix the cause named above on ${node} (its server log may say more), then re-run.`}
 }
 
 /**
