@@ -29,7 +29,7 @@ Exit code: 0 consistent, 1 unsettled rows only, 2 divergent rows, 3 could not co
       settleTimeoutMs: flags['settle-timeout'] * 1000,
       progress: this.jsonEnabled() ? undefined : l => process.stderr.write(`${l}\n`),
     })
-    cutLists(r, flags.limit, stateDir(cfg.file))
+    await cutLists(r, flags.limit, stateDir(cfg.file))
     if (!this.jsonEnabled()) for (const l of renderVerify(r)) this.out(l)
     process.exitCode = verifyExitCode(r.status)
     return r

@@ -64,13 +64,14 @@ export async function atomicWritePrivate(file: string, content: string, opts: {p
   }
 }
 
-/** Append to a private file (created 0600, never through a symbolic link) in a 0700 directory. */
-export async function appendPrivate(file: string, content: string): Promise<void> {
+/** Append to a private file (created 0600, never through a symbolic link) in a 0700 directory; `sync`: fsync before returning. */
+export async function appendPrivate(file: string, content: string, opts: {sync?: boolean} = {}): Promise<void> {
   await privateDir(path.dirname(file))
   const fh = await open(file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, FILE_MODE)
   try {
     await fh.chmod(FILE_MODE) // a file an older version left readable to others is tightened
     await fh.writeFile(content)
+    if (opts.sync) await fh.sync()
   } finally {
     await fh.close()
   }

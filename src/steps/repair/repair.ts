@@ -109,7 +109,7 @@ async function repairLocked(cfg: Config, o: RepairOptions): Promise<RepairResult
   }
   if (changes.length === 0) return res
   await o.confirm(`change ${changes.length} row(s) on ${[...byNode.keys()].join(', ')}`)
-  const audit = Audit.create(o.stateDir, {cluster: cfg.cluster, policy: o.policy, from: o.from ?? null, origin: REPAIR_ORIGIN, planned: changes.length})
+  const audit = await Audit.create(o.stateDir, {cluster: cfg.cluster, policy: o.policy, from: o.from ?? null, origin: REPAIR_ORIGIN, planned: changes.length})
   res.auditFile = audit.file
   const apply = new Cluster(cfg)
   try {

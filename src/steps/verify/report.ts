@@ -1,40 +1,22 @@
 /** Step: exit code, the human rendering, and the full lists in .mmlite/ when they are long. */
-import {closeSync, fsyncSync, mkdirSync, openSync, writeSync, lstatSync, chmodSync} from 'node:fs'
 import path from 'node:path'
 import {ExitCode} from '../../errors.js'
+import {atomicWritePrivate} from '../../util/private-files.js'
 import type {KeyReport, TableStatus, VerifyResult} from './types.js'
 
 export function verifyExitCode(status: TableStatus): number {
   return {consistent: ExitCode.Ok, unsettled: 1, divergent: 2, error: 3}[status]
 }
 
-/**
- * A new private file in `dir` (created 0700 if missing; refused if it is a symlink), opened
- * exclusively with mode 0600, written and fsynced.
- */
-export function writePrivateFile(dir: string, name: string, text: string): string {
-  mkdirSync(dir, {recursive: true, mode: 0o700})
-  const st = lstatSync(dir)
-  if (st.isSymbolicLink() || !st.isDirectory()) throw new Error(`${dir} is not a plain directory`)
-  if ((st.mode & 0o077) !== 0) chmodSync(dir, 0o700)
-  const file = path.join(dir, name)
-  const fd = openSync(file, 'wx', 0o600)
-  try {
-    writeSync(fd, text)
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
-  }
-  return file
-}
-
 export const stamp = () => new Date().toISOString().replace(/[:.]/g, '-')
 
-/** Cut every list to `limit` entries; when something was cut, the whole result goes to a file. */
-export function cutLists(r: VerifyResult, limit: number, dir: string): void {
+/** Cut every list to `limit` entries; when something was cut, the whole result goes to a private file in `dir`. */
+export async function cutLists(r: VerifyResult, limit: number, dir: string): Promise<void> {
   const long = r.tables.some(t => t.divergent.length > limit || t.unsettled.length > limit)
   if (!long) return
-  r.reportFile = writePrivateFile(dir, `verify-${stamp()}.json`, JSON.stringify(r, null, 2) + '\n')
+  const file = path.join(dir, `verify-${stamp()}.json`)
+  r.reportFile = file
+  await atomicWritePrivate(file, JSON.stringify(r, null, 2) + '\n', {privateDir: true})
   for (const t of r.tables) {
     t.divergent = t.divergent.slice(0, limit)
     t.unsettled = t.unsettled.slice(0, limit)
