@@ -5,7 +5,6 @@ import type {AddStrategy} from '../steps/add-node-context.js'
 import {collectStatus, type StatusResult} from '../cluster/status.js'
 import {renderStatus} from '../ui/status-view.js'
 import {terminalWidth} from '../ui/output.js'
-import {canPrompt} from '../ui/prompts.js'
 import {formatBytes, formatSeconds} from '../util/text.js'
 import {recordDisableOnError} from '../config/config.js'
 import {connectTimeoutFlag, requireNode, startWaitBudget, timeoutFlag} from '../ui/flags.js'
@@ -65,15 +64,11 @@ On success the node is added to mmlite.yaml. Killed at any point, re-running the
       jobs: flags.jobs,
       mode: this.renderMode(),
       write: line => this.out(line),
-      confirm: async plan => {
-        if (!flags.yes && !this.jsonEnabled() && canPrompt()) this.printPlan(plan.filter(s => s.status === 'planned'))
-        await this.confirmOrFail(`Add node ${args.name} to cluster "${cfg.cluster}" (strategy ${flags.strategy ?? 'copy'})?`, flags.yes)
-      },
+      confirm: plan => this.confirmPlan(plan, `Add node ${args.name} to cluster "${cfg.cluster}" (strategy ${flags.strategy ?? 'copy'})?`, flags.yes),
     })
     for (const r of result.recovered) this.out(`recovered: ${r}`)
     if (result.dryRun) {
-      this.out(`Plan to add ${result.node} (${result.target}) to cluster "${cfg.cluster}" (strategy ${result.strategy}, source ${result.source}); nothing was changed:`)
-      this.printPlan(result.steps)
+      this.printDryRun(`Plan to add ${result.node} (${result.target}) to cluster "${cfg.cluster}" (strategy ${result.strategy}, source ${result.source}); nothing was changed:`, result.steps)
       return result
     }
     if (flags['disable-on-error'] && (await recordDisableOnError(cfg.file))) {

@@ -4,7 +4,6 @@ import {MmliteCommand} from '../ui/base-command.js'
 import {connectTimeoutFlag, timeoutFlag} from '../ui/flags.js'
 import {runDdl, type DdlResult} from '../steps/ddl/index.js'
 import {classifyScript} from '../steps/ddl/classify.js'
-import {canPrompt} from '../ui/prompts.js'
 import {MmliteError, ExitCode} from '../errors.js'
 
 export default class Ddl extends MmliteCommand {
@@ -53,16 +52,12 @@ export default class Ddl extends MmliteCommand {
       connectTimeoutMs: flags['connect-timeout'],
       mode: this.renderMode(),
       write: line => this.out(line),
-      confirm: async plan => {
-        if (!flags.yes && !this.jsonEnabled() && canPrompt()) this.printPlan(plan.filter(s => s.status === 'planned'))
-        await this.confirmOrFail(`Run ${statements.length} statement(s) on every node of cluster "${cfg.cluster}"?`, flags.yes)
-      },
+      confirm: plan => this.confirmPlan(plan, `Run ${statements.length} statement(s) on every node of cluster "${cfg.cluster}"?`, flags.yes),
     })
     if (this.jsonEnabled()) return result
     for (const s of result.statements) if (s.kind === 'destructive') this.out(`--force: ${s.sql.split('\n')[0]}: ${s.reason}`)
     if (result.dryRun) {
-      this.out(`Plan for cluster "${cfg.cluster}"; nothing was changed:`)
-      this.printPlan(result.steps)
+      this.printDryRun(`Plan for cluster "${cfg.cluster}"; nothing was changed:`, result.steps)
     } else if (!result.changed) this.out('Every node already has these changes: nothing to do.')
     else this.out(`Done on ${cfg.nodes.length} nodes; every link streams.`)
     return result

@@ -2,7 +2,6 @@ import {Flags} from '@oclif/core'
 import chalk from 'chalk'
 import {MmliteCommand} from '../ui/base-command.js'
 import {connectTimeoutFlag} from '../ui/flags.js'
-import {canPrompt} from '../ui/prompts.js'
 import {exitCodeForDoctor, runDoctor, type DoctorResult} from '../steps/doctor/doctor.js'
 
 export default class Doctor extends MmliteCommand {
@@ -34,13 +33,10 @@ Exit code as status: 0 ok, 1 warning, 2 critical, 3 unknown (no node reachable).
       dryRun: flags['dry-run'],
       mode: this.renderMode(),
       write: line => this.out(line),
-      confirm: async (plan, findings) => {
-        if (!flags.yes && !this.jsonEnabled() && canPrompt()) {
+      confirm: (plan, findings) =>
+        this.confirmPlan(plan, `Apply these fixes to cluster "${cfg.cluster}"?`, flags.yes, () => {
           for (const f of findings.filter(x => x.autoFix)) this.out(`${f.severity.toUpperCase()} ${f.node ?? 'cluster'}  ${f.object}: ${f.message}`)
-          this.printPlan(plan.filter(s => s.status === 'planned'))
-        }
-        await this.confirmOrFail(`Apply these fixes to cluster "${cfg.cluster}"?`, flags.yes)
-      },
+        }),
     })
     process.exitCode = exitCodeForDoctor(result.health)
     if (this.jsonEnabled()) return result
@@ -49,8 +45,7 @@ Exit code as status: 0 ok, 1 warning, 2 critical, 3 unknown (no node reachable).
       const planned = result.fix.steps.filter(s => s.status !== 'already-done')
       if (!planned.length) this.out('Nothing that --fix automates needs doing.')
       else if (result.fix.dryRun) {
-        this.out('Fixes --fix would apply (nothing was changed):')
-        this.printPlan(planned)
+        this.printDryRun('Fixes --fix would apply (nothing was changed):', planned)
       } else this.out(`Applied: ${planned.map(s => s.id).join(', ')}. Run mmlite doctor again to check.`)
       for (const n of result.fix.notDone) this.out(`note: ${n}`)
     }

@@ -67,15 +67,11 @@ Without a configuration file, on a terminal, a wizard asks for the cluster name,
       connectTimeoutMs: flags['connect-timeout'],
       mode: this.renderMode(),
       write: line => this.out(line),
-      confirm: async plan => {
-        if (!flags.yes && !this.jsonEnabled() && canPrompt()) this.printPlan(plan.filter(s => s.status === 'planned'))
-        await this.confirmOrFail(`Apply this plan to cluster "${cfg.cluster}" (${cfg.nodes.length} nodes)?`, flags.yes)
-      },
+      confirm: plan => this.confirmPlan(plan, `Apply this plan to cluster "${cfg.cluster}" (${cfg.nodes.length} nodes)?`, flags.yes),
     })
     for (const f of result.fixedSettings) this.out(`fixed on ${f.node}: ${f.sql}`)
     if (result.dryRun) {
-      this.out(`Plan for cluster "${cfg.cluster}"${result.seed ? ` (seed: ${result.seed})` : ' (no copy)'}; nothing was changed:`)
-      this.printPlan(result.steps)
+      this.printDryRun(`Plan for cluster "${cfg.cluster}"${result.seed ? ` (seed: ${result.seed})` : ' (no copy)'}; nothing was changed:`, result.steps)
     } else if (!result.changed) {
       this.out(`Cluster "${cfg.cluster}" is already initialized: nothing to do.`)
     } else {

@@ -2,7 +2,6 @@ import {Args, Flags} from '@oclif/core'
 import {MmliteCommand} from '../ui/base-command.js'
 import {runRemoveNode, type RemoveNodeResult} from '../steps/remove-node.js'
 import {connectTimeoutFlag, durationFlag} from '../ui/flags.js'
-import {canPrompt} from '../ui/prompts.js'
 import {formatBytes} from '../util/text.js'
 
 
@@ -45,15 +44,13 @@ Killed at any point, re-running the same command finishes the job.`
       mode: this.renderMode(),
       write: line => this.out(line),
       confirm: async (plan, info) => {
-        if (!flags.yes && !this.jsonEnabled() && canPrompt()) this.printPlan(plan.filter(s => s.status === 'planned'))
         const how = info.finishing ? ' (finishing an interrupted removal)' : info.force ? ` without contacting ${x} (--force)` : ''
-        await this.confirmOrFail(`Remove node ${x} from cluster "${cfg.cluster}"${how}?`, flags.yes)
+        await this.confirmPlan(plan, `Remove node ${x} from cluster "${cfg.cluster}"${how}?`, flags.yes)
       },
     })
     if (this.jsonEnabled()) return result
     if (result.dryRun) {
-      this.out(`Plan to remove ${x} from cluster "${cfg.cluster}"${result.force ? ` (--force: ${x} is not contacted)` : ''}; nothing was changed:`)
-      this.printPlan(result.steps)
+      this.printDryRun(`Plan to remove ${x} from cluster "${cfg.cluster}"${result.force ? ` (--force: ${x} is not contacted)` : ''}; nothing was changed:`, result.steps)
       if (result.force) this.out(`(${x}'s own subscriptions, slots and publication would be left on it.)`)
       return result
     }

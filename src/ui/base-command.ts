@@ -83,6 +83,27 @@ export abstract class MmliteCommand extends Command {
     if (!ok) throw new MmliteError('cancelled: nothing was changed', {code: ExitCode.NotConfirmed})
   }
 
+  /**
+   * The plan-then-confirm of every mutating command (init, add-node, remove-node, ddl, doctor
+   * --fix): on a terminal without --yes the planned steps (and what `preamble` prints first) are
+   * shown and the question asked; --yes proceeds without either; without a terminal, or with
+   * --json, and without --yes it refuses (exit 14, naming --yes and --dry-run). --dry-run never
+   * gets here: the procedures return their plan first, which the command prints (printDryRun).
+   */
+  protected async confirmPlan(plan: StepReport[], question: string, yes: boolean, preamble?: () => void): Promise<void> {
+    if (!yes && !this.jsonEnabled() && canPrompt()) {
+      preamble?.()
+      this.printPlan(plan.filter(s => s.status === 'planned'))
+    }
+    await this.confirmOrFail(question, yes)
+  }
+
+  /** --dry-run: a heading saying nothing was changed, then the plan with its SQL per node. */
+  protected printDryRun(heading: string, steps: StepReport[]): void {
+    this.out(heading)
+    this.printPlan(steps)
+  }
+
   protected printPlan(reports: StepReport[]): void {
     for (const r of reports) {
       const tag = r.status === 'already-done' ? chalk.dim('(already done)') : ''
