@@ -41,6 +41,7 @@ import {DrainTimeoutError} from './remove-node/drain.js'
 import {buildRemoveNodeSteps} from './remove-node/procedure.js'
 import {buildAbandonedJoinSteps, type JoinValues} from './remove-node/abandoned-join.js'
 import {otherOperationsProblems, preflightError} from './preflight.js'
+import {checkOriginStatusPrivileges} from './remove-node/privileges.js'
 
 const addNodeKey = (x: string) => `add-node:${x}`
 
@@ -193,6 +194,8 @@ export async function runRemoveNode(cfg: Config, x: string, opts: RemoveNodeOpti
   const cluster = new Cluster(full, {connectTimeoutMs: opts.connectTimeoutMs})
   let lock: ClusterLock | undefined
   try {
+    // conventions hook: privileges on every node the steps contact, before the lock and the plan
+    await checkOriginStatusPrivileges(cluster, force ? peers : [...peers, x])
     if (!opts.dryRun) {
       try {
         lock = await ClusterLock.acquire(cluster, 'remove-node', force ? peers : [...peers, x])
@@ -297,6 +300,8 @@ async function runRemoveAbandoned(
   const cluster = new Cluster(full, {connectTimeoutMs: opts.connectTimeoutMs})
   let lock: ClusterLock | undefined
   try {
+    // conventions hook: the peers' subscriptions from X are dropped with their origin progress recorded
+    await checkOriginStatusPrivileges(cluster, peers)
     if (!opts.dryRun) lock = await ClusterLock.acquire(cluster, 'remove-node', peers)
     const rec = journalRecorder()
     const steps = buildAbandonedJoinSteps(full, {

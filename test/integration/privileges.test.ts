@@ -6,9 +6,9 @@
  * objects, the journal, the configuration; rows still replicate both ways). With the grants, the
  * same command removes the node: what it committed reached the other node first.
  *
- * One PostgreSQL 17 mesh built by a superuser (`mmlite init`), then handed over to mmlite_admin
- * (LOGIN REPLICATION, pg_create_subscription, CREATE on the database, owner of the tables,
- * subscriptions and publication), as test/integration/auth.test.ts sets such a role up.
+ * One PostgreSQL 17 mesh built by `mmlite init` as mmlite_admin (LOGIN REPLICATION,
+ * pg_create_subscription, CREATE on the database, owner of the tables, password in peer_dsn, as
+ * test/integration/auth.test.ts sets such a role up), then the two grants revoked.
  */
 import assert from 'node:assert/strict'
 import {readFileSync} from 'node:fs'
@@ -26,7 +26,8 @@ const ADMIN_PW = 'adm1n-Secret'
 /** the CLI's connections as mmlite_admin take its password from the environment */
 const env = {PGPASSWORD: ADMIN_PW}
 
-async function handOver(s: LocalServer): Promise<void> {
+/** mmlite_admin: what README lists for a non-superuser admin on 16+, the origin-status grants included (revoked later). */
+async function adminRole(s: LocalServer): Promise<void> {
   await h.sql(
     s,
     `SET password_encryption = 'scram-sha-256';
@@ -35,12 +36,8 @@ async function handOver(s: LocalServer): Promise<void> {
      GRANT CREATE ON DATABASE postgres TO mmlite_admin;
      ALTER TABLE public.departments OWNER TO mmlite_admin;
      ALTER TABLE public.users OWNER TO mmlite_admin;
-     ALTER PUBLICATION shop OWNER TO mmlite_admin;`,
+     ${GRANTS.join(';\n')};`,
   )
-  for (const {subname} of await h.sql<{subname: string}>(s, "SELECT subname FROM pg_subscription WHERE subname LIKE 'shop%'")) {
-    // the peers' connection strings carry no password: let a non-superuser owner keep them (superuser only)
-    await h.sql(s, `ALTER SUBSCRIPTION ${subname} SET (password_required = false); ALTER SUBSCRIPTION ${subname} OWNER TO mmlite_admin`)
-  }
 }
 
 describe('remove-node as a non-superuser admin: origin-status privileges checked in preflight', function () {
@@ -52,17 +49,23 @@ describe('remove-node as a non-superuser admin: origin-status privileges checked
   before(async () => {
     servers = await h.startServers([17, 17])
     await h.createSchema(servers)
+    await Promise.all(servers.map(adminRole))
     dir = await h.tempDir()
-    const cfg = await h.writeConfig(dir, servers)
-    const init = await h.runCli(['init', '-c', cfg, '--yes'])
-    assert.equal(init.code, 0, init.stderr)
-    await Promise.all(servers.map(handOver))
-    // the same cluster, every node reached as mmlite_admin
-    const text = readFileSync(cfg, 'utf8').replaceAll('postgresql://postgres@', 'postgresql://mmlite_admin@')
-    assert.match(text, /mmlite_admin@/)
+    // every node reached as mmlite_admin, by the CLI (password from the environment) and by the
+    // peers (password in peer_dsn: 16+ requires one for a non-superuser subscription owner)
     adminCfg = path.join(dir, 'mmlite.yaml')
-    await writeFile(adminCfg, text)
+    const nodes = servers.flatMap((s, i) => [
+      `  - name: node${i + 1}`,
+      `    dsn: postgresql://mmlite_admin@127.0.0.1:${s.port}/postgres`,
+      `    peer_dsn: host=127.0.0.1 port=${s.port} dbname=postgres user=mmlite_admin password=${ADMIN_PW}`,
+    ])
+    await writeFile(adminCfg, ['cluster: shop', 'tables:', '  - public.departments', '  - public.users', 'nodes:', ...nodes, ''].join('\n'))
+    const init = await h.runCli(['init', '-c', adminCfg, '--yes'], {env})
+    assert.equal(init.code, 0, init.stderr + init.stdout)
     await h.writeOnEveryNode(servers, 20)
+    await h.waitConverged(servers, 'public.users', 40)
+    // now without the origin-status grants
+    for (const s of servers) await h.sql(s, GRANTS.map(g => g.replace('GRANT', 'REVOKE').replace(' TO ', ' FROM ')).join(';'))
   })
   after(() => stopAllStarted())
 
