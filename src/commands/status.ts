@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 import {MmliteCommand} from '../ui/base-command.js'
 import {collectStatus, exitCodeFor, type CollectOptions, type StatusResult} from '../cluster/status.js'
-import {resetErrors} from '../steps/reset-errors.js'
+import {resetErrors, type ResetErrorsResult} from '../steps/reset-errors.js'
 import {LINK_DROP_ORDER, renderStatus, type RenderOptions} from '../ui/status-view.js'
 import {terminalWidth} from '../ui/output.js'
 import {MmliteError, ExitCode} from '../errors.js'
@@ -76,7 +76,7 @@ Exit code (monitoring convention): 0 ok, 1 warning, 2 critical, 3 unknown (no no
     watch: durationFlag({summary: `Refresh every DURATION (default ${DEFAULT_WATCH_S}s; e.g. 5s, 1m) until Ctrl-C.`, helpValue: '[DURATION]'}),
   }
 
-  async run(): Promise<StatusResult | undefined> {
+  async run(): Promise<StatusResult | (StatusResult & {resetErrors: ResetErrorsResult}) | {cluster: string; dryRun: true; resetErrors: ResetErrorsResult} | undefined> {
     this.argv = normalizeWatchArg(this.argv)
     const {flags} = await this.parse(Status)
     const cfg = this.loadConfig(flags.config)
@@ -88,6 +88,7 @@ Exit code (monitoring convention): 0 ok, 1 warning, 2 critical, 3 unknown (no no
         errorWindowSeconds: cfg.health.errorWindowSeconds,
       },
     }
+    let reset: ResetErrorsResult | undefined
     if (flags['reset-errors']) {
       const r = await resetErrors(cfg, {
         dryRun: flags['dry-run'],
@@ -99,14 +100,16 @@ Exit code (monitoring convention): 0 ok, 1 warning, 2 critical, 3 unknown (no no
         for (const s of r.skipped) this.out(`note: not reset on ${s}`)
         if (r.sql.length === 0) this.out('No error counted on any subscription of the cluster: nothing to reset.')
       }
-      if (flags['dry-run']) return undefined
+      // --json: the SQL run (or, with --dry-run, to run) per node; with --dry-run nothing else
+      if (flags['dry-run']) return {cluster: cfg.cluster, dryRun: true, resetErrors: r}
+      reset = r
     }
     const view = {width: terminalWidth(), columns: flags.columns?.split(',').map(c => c.trim()).filter(Boolean)}
     if (flags.watch === undefined) {
       const r = await collectWithin(cfg, opts, flags.timeout)
       if (!this.jsonEnabled()) for (const l of renderStatus(r, {matrix: flags.matrix, ...view})) this.out(l)
       process.exitCode = exitCodeFor(r.health)
-      return r
+      return reset ? {...r, resetErrors: reset} : r
     }
     return this.watch(cfg, opts, flags.watch / 1000, flags.matrix, view)
   }

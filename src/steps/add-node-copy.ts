@@ -720,7 +720,16 @@ export const copyStrategy: StrategyModule = {
       sourcePause: last
         ? {node: a.source, subscriptions: last.subscriptions, ms: last.ms, pauses}
         : null,
-      copy: v.copy ? {attempts: v.copy.attempt, sourceLsn: v.copy.sourceLsn ?? null, originProgress: v.copy.originProgress, peerSlots: v.peerSlots ?? {}, tables: v.copy.tables ?? []} : null,
+      // --json: per-node values as arrays of {node, lsn} (keys are never node names: README "JSON output")
+      copy: v.copy
+        ? {
+            attempts: v.copy.attempt,
+            sourceLsn: v.copy.sourceLsn ?? null,
+            originProgress: Object.entries(v.copy.originProgress).map(([node, lsn]) => ({node, lsn})),
+            peerSlots: Object.entries(v.peerSlots ?? {}).map(([node, lsn]) => ({node, lsn})),
+            tables: v.copy.tables ?? [],
+          }
+        : null,
     }
   },
   async cleanup(a) {
