@@ -177,8 +177,18 @@ describe('tables and ddl: killed between the nodes\' commits (two-phase), then r
     })
   }
 
-  it('ddl: a statement failing on one node rolls every node back (prepared ones too); links keep streaming', async () => {
+  it('ddl: --dry-run shows the two-phase commit per node; a statement failing on one node rolls every node back (prepared ones too); links keep streaming', async () => {
     const table = await ddlTable()
+    const stmt = `ALTER TABLE ${table} ADD COLUMN dry int`
+    const dry = await h.runCli(['ddl', '-c', cfg, stmt, '--dry-run', '--json'])
+    const apply = h.parseJson<{steps: Array<{id: string; sql: Array<{node: string; sql: string}>}>}>(dry).steps.find(x => x.id === 'ddl-apply')!
+    const gid = "'mmlite:ddl:shop:<index>-<xid> of each node'"
+    for (const n of ['node1', 'node2', 'node3']) {
+      assert.deepEqual(
+        apply.sql.filter(x => x.node === n).map(x => x.sql),
+        ['BEGIN', 'SELECT pg_catalog.txid_current()::pg_catalog.text AS xid', "SET LOCAL lock_timeout = '60000ms'", stmt, `PREPARE TRANSACTION ${gid}`, '-- once every node has prepared, node by node:', `COMMIT PREPARED ${gid}`],
+      )
+    }
     await h.sql(servers[1], 'CREATE TABLE public.only_on_node2 (id int)')
     const r = await h.runCli(['ddl', '-c', cfg, `ALTER TABLE ${table} ADD COLUMN never int; CREATE TABLE public.only_on_node2 (id int)`, '--yes'])
     assert.equal(r.code, 2, r.stderr + r.stdout)

@@ -60,7 +60,14 @@ export async function commitTogether<T>(ctx: StepContext, nodes: string[], opts:
     const {op, fault} = opts.twoPhase
     gid = makeGid(ctx.cfg, op, new Map(nodes.map(n => [n, xids.get(n)!])))
     for (const [i, n] of nodes.entries()) {
-      await sessions.get(n)!.query(prepareSql(gid))
+      try {
+        await sessions.get(n)!.query(prepareSql(gid))
+      } catch (e) {
+        throw new MmliteError(`PREPARE TRANSACTION failed on ${n}: ${errorMessage(e)}; rolled back on every node, nothing was changed`, {
+          code: ExitCode.Failed,
+          suggestions: ['Check max_prepared_transactions and the prepared transactions already held on that node (pg_prepared_xacts), then run the command again.'],
+        })
+      }
       prepared.push(n)
       maybeDie(`${fault}:prepared-${i + 1}`)
     }
