@@ -8,6 +8,8 @@
  * rows the others hold and it lacks (under the replication origin `mmlite_copy`, so they are
  * never sent on), then
  *   ALTER PUBLICATION <cluster> ADD TABLE <added tables>; COMMIT
+ * (two-phase when every node allows it: PREPARE TRANSACTION on every node, then COMMIT PREPARED
+ * node by node, see ./together.ts; a killed run's prepared transactions are finished first).
  * A key held by two nodes with different rows is refused before anything commits, unless a
  * source node is named (--source/--seed) and holds the key: its row then replaces the others.
  */
