@@ -15,8 +15,8 @@
 import assert from 'node:assert/strict'
 import {LocalServer, stopAllStarted, type PgMajor} from '../../src/local/server.js'
 import * as h from '../helpers/cluster.js'
-import {WriteLoad, verifyLoad} from '../helpers/load.js'
-import {TableLoad, setTables} from '../helpers/table-load.js'
+import {WriteLoad} from '../helpers/load.js'
+import {TableLoad, rerunUnderLoad, setTables} from '../helpers/table-load.js'
 
 const SETTINGS = {wal_retrieve_retry_interval: '200ms', max_prepared_transactions: 10}
 
@@ -82,7 +82,7 @@ describe('tables and ddl: killed between the nodes\' commits (two-phase), then r
       const usersBefore = (await h.tableDigest(servers[0], 'public.users')).count
       const users = new WriteLoad().start(writers().map(w => ({...w, index: (round + 1) * 10 + w.index})))
       const items = new TableLoad(table).start(writers())
-      try {
+      await rerunUnderLoad(servers, {users, usersBefore, items, baseRows: 2000}, async () => {
         await items.progress(5)
         tables = [...tables, table]
         await setTables(cfg, tables)
@@ -107,16 +107,7 @@ describe('tables and ddl: killed between the nodes\' commits (two-phase), then r
         const sqls = h.parseJson<{steps: Array<{id: string; sql: Array<{node: string; sql: string}>}>}>(dry).steps.flatMap(s => s.sql.map(x => `${x.node}: ${x.sql}`))
         if (point.endsWith('prepared-1')) assert.ok(sqls.some(s => /^node1: ROLLBACK PREPARED 'mmlite:/.test(s)), sqls.join('\n'))
         else assert.ok(sqls.some(s => /^node2: COMMIT PREPARED 'mmlite:/.test(s)) && sqls.some(s => /^node3: COMMIT PREPARED 'mmlite:/.test(s)), sqls.join('\n'))
-
-        const again = await h.runCli(['init', '-c', cfg, '--yes'])
-        assert.equal(again.code, 0, again.stderr + again.stdout)
-        await items.progress(10)
-      } finally {
-        await items.stop()
-        await users.stop()
-      }
-      await verifyLoad(servers, users.report, usersBefore)
-      await items.verify(servers, 2000)
+      }, ['init', '-c', cfg, '--yes'])
       await noApplyErrors(servers)
       assert.deepEqual(await prepared(servers), [], 'no prepared transaction left')
       assert.deepEqual(await Promise.all(servers.map(s => published(s, table))), [true, true, true])
@@ -147,7 +138,7 @@ describe('tables and ddl: killed between the nodes\' commits (two-phase), then r
       const usersBefore = (await h.tableDigest(servers[0], 'public.users')).count
       const users = new WriteLoad().start(writers().map(w => ({...w, index: (round + 5) * 10 + w.index})))
       const items = new TableLoad(table).start(writers().map(w => ({...w, index: (round + 5) * 10 + w.index})))
-      try {
+      await rerunUnderLoad(servers, {users, usersBefore, items, baseRows: before}, async () => {
         await items.progress(5)
         const killed = await h.runCli(['ddl', '-c', cfg, stmt, '--yes'], {env: {MMLITE_FAULT_KILL_AFTER: point}})
         assert.equal(killed.signal, 'SIGKILL', `expected the run to die at ${point}\n${killed.stdout}\n${killed.stderr}`)
@@ -158,18 +149,10 @@ describe('tables and ddl: killed between the nodes\' commits (two-phase), then r
         await new Promise(r => setTimeout(r, 1500))
         await noApplyErrors(servers)
         await linksUp(servers)
-
-        const again = await h.runCli(['ddl', '-c', cfg, stmt, '--yes'])
-        assert.equal(again.code, 0, again.stderr + again.stdout)
+      }, ['ddl', '-c', cfg, stmt, '--yes'], async () => {
         for (const s of servers) assert.ok(await hasColumn(s, table, col), `${s.name} has ${col}`)
         items.useColumn(col, "'w-' || ($3::int)::text")
-        await items.progress(10)
-      } finally {
-        await items.stop()
-        await users.stop()
-      }
-      await verifyLoad(servers, users.report, usersBefore)
-      await items.verify(servers, before)
+      })
       const notes = await Promise.all(servers.map(s => h.sql<{n: number}>(s, `SELECT count(*)::int AS n FROM ${table} WHERE ${col} LIKE 'w-%'`)))
       assert.ok(notes[0][0].n > 0 && notes.every(x => x[0].n === notes[0][0].n), `rows written with the new column everywhere: ${JSON.stringify(notes)}`)
       await noApplyErrors(servers)
