@@ -8,7 +8,8 @@
 import {readFile, writeFile} from 'node:fs/promises'
 import pg from 'pg'
 import type {LocalServer} from '../../src/local/server.js'
-import {sql, waitFor} from './cluster.js'
+import {runCli, sql, waitFor} from './cluster.js'
+import {verifyLoad, type WriteLoad} from './load.js'
 
 export class TableLoad {
   private stopping = false
@@ -114,4 +115,32 @@ export async function setTables(cfg: string, tables: string[]): Promise<void> {
   const text = await readFile(cfg, 'utf8')
   const out = text.replace(/tables:\n(?:  - .*\n)+/, `tables:\n${tables.map(t => `  - ${t}\n`).join('')}`)
   await writeFile(cfg, out)
+}
+
+/**
+ * Runs `body` while `users` and `items` write, re-runs `rerun` (a CLI command that must exit 0),
+ * then `afterRerun` (e.g. writers start using a new column), lets the writers go on, stops both
+ * loads (also when something failed), then checks that every node holds exactly the
+ * acknowledged writes of public.users and of the table.
+ */
+export async function rerunUnderLoad(
+  servers: LocalServer[],
+  loads: {users: WriteLoad; usersBefore: number; items: TableLoad; baseRows: number},
+  body: () => Promise<void>,
+  rerun: string[],
+  afterRerun?: () => Promise<void>,
+): Promise<void> {
+  const {users, items} = loads
+  try {
+    await body()
+    const again = await runCli(rerun)
+    if (again.code !== 0) throw new Error(`${rerun.join(' ')} exited ${again.code}:\n${again.stderr}${again.stdout}`)
+    await afterRerun?.()
+    await items.progress(10)
+  } finally {
+    await items.stop()
+    await users.stop()
+  }
+  await verifyLoad(servers, users.report, loads.usersBefore)
+  await items.verify(servers, loads.baseRows)
 }

@@ -7,8 +7,8 @@
 import assert from 'node:assert/strict'
 import {stopAllStarted, type LocalServer} from '../../src/local/server.js'
 import * as h from '../helpers/cluster.js'
-import {WriteLoad, verifyLoad} from '../helpers/load.js'
-import {TableLoad, setTables} from '../helpers/table-load.js'
+import {WriteLoad} from '../helpers/load.js'
+import {TableLoad, rerunUnderLoad, setTables} from '../helpers/table-load.js'
 
 describe('tables: SIGKILL after each step of the reconcile, then re-run', function () {
   let servers: LocalServer[]
@@ -63,21 +63,13 @@ describe('tables: SIGKILL after each step of the reconcile, then re-run', functi
       const usersBefore = (await h.tableDigest(servers[0], 'public.users')).count
       const users = new WriteLoad().start(writers.map(w => ({...w, index: round * 10 + w.index})))
       const items = new TableLoad(table).start(writers)
-      try {
+      await rerunUnderLoad(servers, {users, usersBefore, items, baseRows: 2000}, async () => {
         await items.progress(5)
         await setTables(cfg, ['public.departments', 'public.users', table])
         const killed = await h.runCli(['init', '-c', cfg, '--yes'], {env: {MMLITE_FAULT_KILL_AFTER: point}})
         assert.equal(killed.signal, 'SIGKILL', `expected the run to die at ${point}\n${killed.stdout}\n${killed.stderr}`)
         await items.progress(5)
-        const again = await h.runCli(['init', '-c', cfg, '--yes'])
-        assert.equal(again.code, 0, again.stderr + again.stdout)
-        await items.progress(10)
-      } finally {
-        await items.stop()
-        await users.stop()
-      }
-      await verifyLoad(servers, users.report, usersBefore)
-      await items.verify(servers, 2000)
+      }, ['init', '-c', cfg, '--yes'])
       assert.deepEqual(await Promise.all(servers.map(s => h.tableDigest(s, prev!))), oldDigest, `${prev} keeps its data`)
       for (const s of servers) assert.equal(await h.applyErrors(s), 0, `apply errors on ${s.name}`)
       for (const s of servers) {

@@ -12,14 +12,23 @@
  *   ddl-apply   one session per node: BEGIN; SET LOCAL lock_timeout; the statements. ALTER
  *       TABLE holds an ACCESS EXCLUSIVE lock on its table until COMMIT, so on every node the
  *       table's writers and the apply workers that reach a change of it wait. Only when every
- *       node has run every statement are the transactions committed, all at once. Let C_A be
- *       A's commit: a change of A committed after C_A has the new column; it reaches B's apply
- *       worker, which opens the table before it applies anything and so waits for B's lock
- *       until B has committed C_B; it then sees the column. A change committed before C_A
- *       lacks the column, which is always fine (missing columns get their default). A
- *       statement that fails on any node rolls every node back: nothing changed anywhere, every
- *       link keeps streaming. Statements already applied on a node (catalog check) are not
- *       run there again, so a run killed between the commits is finished by the re-run.
+ *       node has run every statement are the transactions committed. Let C_A be A's commit: a
+ *       change of A committed after C_A has the new column; it reaches B's apply worker,
+ *       which opens the table before it applies anything and so waits for B's lock until B
+ *       has committed C_B; it then sees the column. A change committed before C_A lacks the
+ *       column, which is always fine (missing columns get their default). A statement that
+ *       fails on any node rolls every node back: nothing changed anywhere, every link keeps
+ *       streaming.
+ *       Killed between two nodes' commits: when every node allows prepared transactions
+ *       (max_prepared_transactions >= 1) the transactions are PREPAREd everywhere first and
+ *       committed node by node (../tables/together.ts), so a node that has not committed
+ *       still holds its prepared transaction and the table's lock: B's apply worker waits on
+ *       it (no "missing replicated column" error, the link stays up, nothing is skipped) and
+ *       the re-run commits it (../tables/prepared.ts decides commit or rollback from the
+ *       participants' transaction status). Without prepared transactions the COMMITs are sent
+ *       at once and such a kill breaks the links from the committed nodes until the re-run,
+ *       which finishes the other nodes (statements already applied on a node, by catalog
+ *       check or journal, are not run there again).
  *   ddl-wait-streaming   every link streams.
  * Destructive statements (see ./classify.ts) are refused unless --force; with --force they run
  * the same way, and what the other nodes still send with the old shape may stop a link until
@@ -36,6 +45,8 @@ import {makeEdge, waitStreamingActions} from '../mesh.js'
 import {readState} from '../tables/state.js'
 import type {DdlStatement} from './classify.js'
 import {commitTogether, lockTimeoutSql} from '../tables/together.js'
+import {XID_SQL, commitPreparedSql, finishLeftovers, hasLeftovers, leftovers, noTwoPhase, plannedGid, prepareSql, resolveSql, type Leftover} from '../tables/prepared.js'
+import {twoPhaseNote} from '../tables/activate.js'
 
 export interface DdlContext {
   cfg: Config
@@ -43,10 +54,20 @@ export interface DdlContext {
   timeoutMs: number
   /** values an unfinished run recorded */
   recorded: Record<string, unknown>
+  /** every node allows prepared transactions: commit two-phase */
+  twoPhase: boolean
+  noTwoPhase: string[]
+  /** prepared transactions a killed run left, and what becomes of them */
+  leftovers: Leftover[]
 }
 
-function nodeSql(d: DdlContext): string[] {
-  return ['BEGIN', lockTimeoutSql(d.timeoutMs), ...d.statements.map(s => s.sql), 'COMMIT']
+/** Per node: what finishes a killed run's prepared transactions, then the statements (if still to run there). */
+function nodeSql(d: DdlContext, node: string): string[] {
+  const finish = d.leftovers.filter(l => l.holders.includes(node)).map(resolveSql)
+  if (d.leftovers.some(l => l.decision === 'commit' && l.participants.includes(node))) return finish
+  const gid = plannedGid(d.cfg.cluster, 'ddl')
+  const end = d.twoPhase ? [prepareSql(gid), '-- once every node has prepared, node by node:', commitPreparedSql(gid)] : ['COMMIT']
+  return [...finish, 'BEGIN', ...(d.twoPhase ? [XID_SQL] : []), lockTimeoutSql(d.timeoutMs), ...d.statements.map(s => s.sql), ...end]
 }
 
 /** every statement already applied on `node` (catalog checks; the journal for those without one) */
@@ -61,9 +82,15 @@ async function applied(d: DdlContext, ctx: StepContext, node: string): Promise<b
 }
 
 async function applyAll(d: DdlContext, ctx: StepContext): Promise<void> {
+  // a killed run's prepared transactions first: committed where one node had committed
+  const committed = await finishLeftovers(ctx.cluster, await leftovers(d.cfg, ctx.cluster, 'ddl', d.timeoutMs))
+  for (const n of committed) await ctx.journal.set(`applied.${n}`, true)
   const todo: string[] = []
   for (const n of d.cfg.nodes) if (!(await applied(d, ctx, n.name))) todo.push(n.name)
-  await commitTogether(ctx, todo, {appName: 'mmlite ddl', lockTimeoutMs: d.timeoutMs}, async sessions => {
+  if (!todo.length) return
+  if (!d.twoPhase) ctx.note(twoPhaseNote(d.noTwoPhase))
+  const twoPhase = d.twoPhase ? {op: 'ddl' as const, fault: 'ddl-apply'} : undefined
+  await commitTogether(ctx, todo, {appName: 'mmlite ddl', lockTimeoutMs: d.timeoutMs, twoPhase}, async sessions => {
     await Promise.all(
       todo.map(async n => {
         for (const stmt of d.statements.map(x => x.sql)) {
@@ -89,8 +116,8 @@ export function applyStep(d: DdlContext): Step {
   const actions: Action[] = d.cfg.nodes.map(n => ({
     node: n.name,
     label: `run ${d.statements.length} statement(s), committed together with the other nodes`,
-    sql: nodeSql(d),
-    check: ctx => applied(d, ctx, n.name),
+    sql: nodeSql(d, n.name),
+    check: async ctx => !(await hasLeftovers(ctx.cfg, ctx.cluster, 'ddl')) && (await applied(d, ctx, n.name)),
     run: async ctx => {
       once ??= applyAll(d, ctx)
       await once
@@ -158,7 +185,9 @@ export async function runDdl(cfg: Config, opts: DdlOptions): Promise<DdlResult> 
     for (const n of cfg.nodes) versions.set(n.name, (await cluster.node(n.name).connect(), cluster.node(n.name).serverVersion))
     const names = cfg.nodes.map(n => n.name)
     const edges = names.flatMap(a => names.filter(b => b !== a).map(b => makeEdge(cfg, a, b, versions)))
-    const d: DdlContext = {cfg, statements: opts.statements, timeoutMs: opts.timeoutMs, recorded: unfinished?.op.values ?? {}}
+    const without = await noTwoPhase(cluster, names)
+    const left = await leftovers(cfg, cluster, 'ddl', opts.timeoutMs)
+    const d: DdlContext = {cfg, statements: opts.statements, timeoutMs: opts.timeoutMs, recorded: unfinished?.op.values ?? {}, twoPhase: without.length === 0, noTwoPhase: without, leftovers: left}
     const steps: Step[] = [applyStep(d), {id: 'ddl-wait-streaming', title: 'Wait until every link streams', actions: waitStreamingActions(edges, opts.timeoutMs)}]
     const base = {cfg, cluster, journal}
     const plan = await planSteps(steps, base)

@@ -8,6 +8,8 @@
  * rows the others hold and it lacks (under the replication origin `mmlite_copy`, so they are
  * never sent on), then
  *   ALTER PUBLICATION <cluster> ADD TABLE <added tables>; COMMIT
+ * (two-phase when every node allows it: PREPARE TRANSACTION on every node, then COMMIT PREPARED
+ * node by node, see ./together.ts; a killed run's prepared transactions are finished first).
  * A key held by two nodes with different rows is refused before anything commits, unless a
  * source node is named (--source/--seed) and holds the key: its row then replaces the others.
  */
@@ -19,6 +21,7 @@ import {MmliteError, ExitCode, errorMessage} from '../../errors.js'
 import {readState, tableOf} from './state.js'
 import type {TablesCtx} from './index.js'
 import {commitTogether, lockTimeoutSql} from './together.js'
+import {XID_SQL, commitPreparedSql, finishLeftovers, hasLeftovers, leftovers, plannedGid, prepareSql, resolveSql} from './prepared.js'
 
 export const COPY_ORIGIN = 'mmlite_copy'
 const BATCH = 2000
@@ -93,15 +96,25 @@ export interface ActivationReport {
   lockMs: number
 }
 
-/** The whole activation; shared by the per-node actions (runs once). */
+/**
+ * The whole activation; shared by the per-node actions (runs once). A killed earlier run's
+ * prepared transactions are finished first (committed where one node already committed, see
+ * ./prepared.ts); then the tables still unpublished everywhere are activated.
+ */
 async function activate(t: TablesCtx, ctx: StepContext): Promise<ActivationReport> {
-  const adds = t.work.adds
+  await finishLeftovers(ctx.cluster, await leftovers(t.cfg, ctx.cluster, 'tables', t.timeoutMs))
+  const state = [...(await readState(ctx.cfg, ctx.cluster)).values()]
+  const adds = t.work.adds.filter(k => !state.every(s => s.shop?.has(k)))
+  const partial = adds.filter(k => state.some(s => s.shop?.has(k)))
+  if (partial.length) throw partialError(partial.map(k => tableOf(k).display))
+  if (!adds.length) return {tables: [], lockMs: 0}
   const names = t.cfg.nodes.map(n => n.name)
-  const setup = sessionSetup(adds)
   ctx.progress(`locking ${adds.map(k => tableOf(k).display).join(', ')} on every node`)
+  if (!t.twoPhase) ctx.note(twoPhaseNote(t.noTwoPhase))
   try {
     const t0 = Date.now()
-    const report = await commitTogether(ctx, names, {appName: 'mmlite tables', lockTimeoutMs: t.timeoutMs, setup}, sessions => fill(t, ctx, sessions))
+    const twoPhase = t.twoPhase ? {op: 'tables' as const, fault: 'tables-activate'} : undefined
+    const report = await commitTogether(ctx, names, {appName: 'mmlite tables', lockTimeoutMs: t.timeoutMs, setup: sessionSetup(adds), twoPhase}, sessions => fill(t, adds, ctx, sessions))
     report.lockMs = Date.now() - t0
     return report
   } catch (e) {
@@ -110,9 +123,22 @@ async function activate(t: TablesCtx, ctx: StepContext): Promise<ActivationRepor
   }
 }
 
+export function twoPhaseNote(nodes: string[]): string {
+  return `max_prepared_transactions = 0 on ${nodes.join(', ')}: the nodes commit at once, not two-phase; a kill between their commits cannot be finished by a re-run (set max_prepared_transactions >= 1 and restart, see README)`
+}
+
+/** A table in `<cluster>` on some nodes only, with no prepared transaction left to finish it. */
+export function partialError(names: string[]): MmliteError {
+  return new MmliteError(`${names.join(', ')}: replicated from some nodes only; an earlier run was killed between the nodes' commits and left no prepared transaction to finish`, {
+    code: ExitCode.Preflight,
+    suggestions: [
+      `Take it out of tables: and run \`mmlite init\` (it stops being replicated, data stays), make its contents identical on every node (or empty it on all nodes but one), then put it back and run \`mmlite init\` again.`,
+    ],
+  })
+}
+
 /** With every node's lock held: read, merge, write what each node lacks, publish (committed by the caller). */
-async function fill(t: TablesCtx, ctx: StepContext, sessions: Map<string, pg.Client>): Promise<ActivationReport> {
-  const adds = t.work.adds
+async function fill(t: TablesCtx, adds: string[], ctx: StepContext, sessions: Map<string, pg.Client>): Promise<ActivationReport> {
   const names = t.cfg.nodes.map(n => n.name)
   const report: ActivationReport = {tables: [], lockMs: 0}
   const inserts = new Map<string, Array<{qualified: string; cols: string[]; key: string[]; rows: string[]; updates: string[]}>>(names.map(n => [n, []]))
@@ -189,24 +215,33 @@ export async function activated(ctx: StepContext, t: TablesCtx): Promise<boolean
   return [...state.values()].every(s => t.work.adds.every(k => s.shop?.has(k) && s.subs.every(x => x.rels.has(k))))
 }
 
+/** Per node: what finishes a killed run's prepared transactions, else the whole activation. */
+function activationSql(t: TablesCtx, node: string): string[] {
+  const finish = t.leftovers.filter(l => l.holders.includes(node)).map(resolveSql)
+  if (t.leftovers.some(l => l.decision === 'commit') || !t.work.adds.length) return finish
+  const gid = plannedGid(t.cfg.cluster, 'tables')
+  return [
+    ...finish,
+    'BEGIN',
+    ...(t.twoPhase ? [XID_SQL] : []),
+    lockTimeoutSql(t.timeoutMs),
+    ...sessionSetup(t.work.adds),
+    `-- once every node holds its lock: rows the other nodes hold and ${node} lacks, if any, under origin ${COPY_ORIGIN} (never sent on):`,
+    ...ORIGIN_SQL,
+    ...(t.source ? t.work.adds.map(k => updateSql(tableOf(k).qualified, ['…'], ['<key>'])) : []),
+    ...t.work.adds.map(k => insertSql(tableOf(k).qualified, ['…'])),
+    addTablesSql(t.cfg.cluster, t.work.adds),
+    ...(t.twoPhase ? [prepareSql(gid), '-- once every node has prepared, node by node:', commitPreparedSql(gid)] : ['COMMIT']),
+  ]
+}
+
 export function activateStep(t: TablesCtx): Step {
   let once: Promise<ActivationReport> | undefined
-  const added = (ctx: StepContext) => activated(ctx, t)
   const actions: Action[] = t.cfg.nodes.map(n => ({
     node: n.name,
     label: `copy missing rows and start publishing ${t.work.adds.map(k => tableOf(k).display).join(', ')}`,
-    sql: [
-      'BEGIN',
-      lockTimeoutSql(t.timeoutMs),
-      ...sessionSetup(t.work.adds),
-      `-- once every node holds its lock: rows the other nodes hold and ${n.name} lacks, if any, under origin ${COPY_ORIGIN} (never sent on):`,
-      ...ORIGIN_SQL,
-      ...(t.source ? t.work.adds.map(k => updateSql(tableOf(k).qualified, ['…'], ['<key>'])) : []),
-      ...t.work.adds.map(k => insertSql(tableOf(k).qualified, ['…'])),
-      addTablesSql(t.cfg.cluster, t.work.adds),
-      'COMMIT',
-    ],
-    check: ctx => added(ctx),
+    sql: activationSql(t, n.name),
+    check: async ctx => !(await hasLeftovers(ctx.cfg, ctx.cluster, 'tables')) && (await activated(ctx, t)),
     run: async ctx => {
       once ??= activate(t, ctx).then(r => {
         t.activation = r

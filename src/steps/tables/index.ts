@@ -57,12 +57,20 @@
  * written on the other nodes (in the same locked transaction, under the same origin), so all
  * end with the source's row; rows of keys the source lacks still come from their node.
  *
- * Killed: before tables-activate commits, every change so far is idempotent and nothing of t
+ * Killed: before tables-activate prepares, every change so far is idempotent and nothing of t
  * flows (the locks die with the sessions, their transactions roll back); the re-run redoes the
- * activation from the nodes' current rows. The one window that is not covered is a kill
- * between the nodes' COMMITs of tables-activate (they are sent at once, after all the work): t
- * is then in `<cluster>` on some nodes only although every subscription knows it; the re-run
- * refuses to guess and names the table (see README "init: reconcile tables").
+ * activation from the nodes' current rows. The activation's transactions are two-phase when
+ * every node allows prepared transactions (max_prepared_transactions >= 1): PREPAREd on every
+ * node, then COMMIT PREPARED node by node (./together.ts, ./prepared.ts). Killed between two
+ * commits, the nodes that have not committed keep their prepared transaction and its lock on
+ * t, so the mesh is in the state the argument above covers, only with their K_B later: every
+ * change committed since on a committed node A waits at B's apply worker for B's lock (t is
+ * known to B), B's writers of t wait too, nothing of t is applied or written on B before B's
+ * copy commits. The re-run commits the prepared transactions that are left (or rolls them
+ * back when no node had committed yet, then activates again from the current rows). Without
+ * prepared transactions the commits are sent at once; a kill between them leaves t in
+ * `<cluster>` on some nodes only and the re-run refuses to guess (README "init: reconcile
+ * tables").
  */
 import type {Config} from '../../config/config.js'
 import type {Cluster} from '../../cluster/cluster.js'
@@ -71,7 +79,8 @@ import {MmliteError, ExitCode} from '../../errors.js'
 import {classify, keyOf, readState, tableOf, type NodeState, type TableWork} from './state.js'
 import {stageStep, unpublishStep, unstageStep} from './publications.js'
 import {drainStep, subscriptionsStep} from './subscriptions.js'
-import {activateStep, type ActivationReport} from './activate.js'
+import {activateStep, partialError, type ActivationReport} from './activate.js'
+import {leftovers, noTwoPhase, type Leftover} from './prepared.js'
 
 export interface TablesCtx {
   cfg: Config
@@ -81,6 +90,11 @@ export interface TablesCtx {
   /** where nodes hold different rows under one key, this node's row wins (init --source/--seed) */
   source?: string
   activation?: ActivationReport
+  /** every node allows prepared transactions: the activation commits two-phase */
+  twoPhase: boolean
+  noTwoPhase: string[]
+  /** prepared transactions a killed run left, and what becomes of them */
+  leftovers: Leftover[]
 }
 
 export function buildTableSteps(t: TablesCtx): Step[] {
@@ -90,7 +104,7 @@ export function buildTableSteps(t: TablesCtx): Step[] {
   if (work.removes.length || work.broken.length) steps.push(drainStep(t))
   if (work.adds.length) steps.push(stageStep(t))
   if (work.adds.length || work.removes.length) steps.push(subscriptionsStep(t))
-  if (work.adds.length) steps.push(activateStep(t))
+  if (work.adds.length || t.leftovers.length) steps.push(activateStep(t))
   if (work.adds.length || work.stageLeft) steps.push(unstageStep(t))
   return steps
 }
@@ -105,15 +119,12 @@ export async function planTables(cfg: Config, cluster: Cluster, timeoutMs: numbe
   const state = await readState(cfg, cluster)
   const work = classify(cfg.tables.map(keyOf), state)
   if (!work.meshComplete) return undefined
+  const left = await leftovers(cfg, cluster, 'tables', timeoutMs)
   if (work.partial.length) {
-    const names = work.partial.map(k => tableOf(k).display).join(', ')
-    const where = (k: string) => [...state].filter(([, s]) => !s.shop!.has(k)).map(([n]) => n).join(', ')
-    throw new MmliteError(`${names}: replicated from some nodes only (missing from the publication on ${work.partial.map(where).join('; ')}); an earlier run was killed while starting to replicate it`, {
-      code: ExitCode.Preflight,
-      suggestions: [
-        `Take it out of tables: and run \`mmlite init\` (it stops being replicated, data stays), make its contents identical on every node (or empty it on all nodes but one), then put it back and run \`mmlite init\` again.`,
-      ],
-    })
+    // killed between the commits: the prepared transactions left finish it
+    if (!left.some(l => l.decision === 'commit')) throw partialError(work.partial.map(k => tableOf(k).display))
+    work.adds.push(...work.partial)
+    work.partial = []
   }
   const disabled = [...state.values()].flatMap(s => s.subs).filter(s => !s.enabled)
   if ((work.adds.length || work.removes.length) && disabled.length) {
@@ -122,7 +133,8 @@ export async function planTables(cfg: Config, cluster: Cluster, timeoutMs: numbe
       suggestions: ['Run `mmlite status`; finish or re-run the operation that paused it, or `mmlite skip-tx` for a stuck link, then re-run.'],
     })
   }
-  const ctx: TablesCtx = {cfg, state, work, timeoutMs, source}
+  const without = await noTwoPhase(cluster, cfg.nodes.map(n => n.name))
+  const ctx: TablesCtx = {cfg, state, work, timeoutMs, source, twoPhase: without.length === 0, noTwoPhase: without, leftovers: left}
   return {ctx, steps: buildTableSteps(ctx)}
 }
 

@@ -37,9 +37,13 @@ export interface NodeState {
   subs: SubState[]
 }
 
+// pg_publication_rel, not the view pg_publication_tables: the view opens every published table
+// (AccessShareLock, 15+), so it would wait on a table that a prepared `mmlite ddl`
+// transaction holds locked (./prepared.ts); the publications mmlite makes are FOR TABLE lists
 const PUBS_SQL = `SELECT p.pubname::pg_catalog.text AS pubname,
-       (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(pt.schemaname, pt.tablename))
-          FROM pg_catalog.pg_publication_tables pt WHERE pt.pubname = p.pubname) AS tables
+       (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(n.nspname, c.relname))
+          FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE pr.prpubid = p.oid) AS tables
   FROM pg_catalog.pg_publication p WHERE p.pubname = ANY($1::pg_catalog.text[])`
 
 const SUBS_SQL = `SELECT s.subname::pg_catalog.text AS subname, s.subenabled AS enabled, s.subpublications::pg_catalog.text[] AS pubs,
