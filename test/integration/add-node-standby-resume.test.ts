@@ -1,7 +1,9 @@
 /**
  * `add-node --strategy standby` killed with SIGKILL after every step (the steps are read from
  * `add-node --dry-run --json`), and after single actions, then re-run: it completes, every
- * node converges exactly under continuous writes, and nothing stays paused. Also a run that
+ * node converges exactly under continuous writes (the hard load of test/helpers/load.ts: every
+ * acknowledged write once with its last value, deletes absent, identical full contents of both
+ * tables on every node, the source included), and nothing stays paused. Also a run that
  * died between two statements of one action (inherited subscription renamed, not yet pointed
  * at its own slot).
  */
@@ -53,7 +55,7 @@ for (const major of [15, 18] as PgMajor[]) {
     if (major === 15) {
       it('enumerates the steps of the real procedure', async () => {
         const x = await createStandby(servers[0], {name: 'node4'})
-        try {
+        await h.withCleanup(async () => {
           const r = await h.runCli(['add-node', 'node4', '--dsn', x.dsn(), '--strategy', 'standby', '--source', 'node1', '--dry-run', '--json', '-c', cfg])
           const plan = h.parseJson<{steps: Array<{id: string; status: string}>}>(r)
           assert.deepEqual(plan.steps.map(s => s.id), STEPS)
@@ -64,9 +66,7 @@ for (const major of [15, 18] as PgMajor[]) {
           assert.match(r.stdout, /pg_copy_logical_replication_slot\('shop_node2_node1', 'shop_node2_node4', false, 'mmlite'\)/)
           assert.match(r.stdout, /SELECT pg_drop_replication_slot\('node4_feed'\)/)
           assert.deepEqual(journalOps(dir), {})
-        } finally {
-          await detachNode(members(), x, 'node4', cfg)
-        }
+        }, () => detachNode(members(), x, 'node4', cfg))
       })
     }
 
@@ -74,9 +74,10 @@ for (const major of [15, 18] as PgMajor[]) {
       it(`killed after ${point}: re-run completes, every node converges, nothing stays paused`, async () => {
         round++
         const base = (await h.tableDigest(servers[0], 'public.users')).count
-        const load = new WriteLoad().start(servers.map((s, i) => ({label: `r${round}n${i + 1}`, server: s, index: round * 10 + i + 1})))
+        const load = new WriteLoad().start(servers.map((s, i) => ({label: `r${round}n${i + 1}`, server: s, index: round * 10 + i + 1})), {hard: true})
         let x: LocalServer | undefined
-        try {
+        // the load stops and node4 is detached even when the round fails; their errors never hide its own
+        await h.withCleanup(async () => {
           x = await createStandby(servers[0], {name: 'node4'})
           const guard = new SourceSlotGuard(x, SOURCE_SUBS).start()
           const killed = await h.runCli(args(x), {env: {MMLITE_FAULT_KILL_AFTER: point}})
@@ -122,10 +123,10 @@ for (const major of [15, 18] as PgMajor[]) {
           })
           assert.deepEqual(await h.sql(servers[0], "SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'physical'"), [])
           for (const s of [...servers, x]) assert.equal(await h.applyErrors(s), 0, `apply errors on ${s.name}`)
-        } finally {
-          await load.stop()
-          await detachNode(members(), x, 'node4', cfg)
-        }
+        },
+          () => load.stop(),
+          () => detachNode(members(), x, 'node4', cfg),
+        )
       })
     }
 
@@ -133,9 +134,10 @@ for (const major of [15, 18] as PgMajor[]) {
       it('a run that fails while the source is paused (the standby stops replaying) re-enables it; the re-run completes', async () => {
         round++
         const base = (await h.tableDigest(servers[0], 'public.users')).count
-        const load = new WriteLoad().start(servers.map((s, i) => ({label: `r${round}n${i + 1}`, server: s, index: round * 10 + i + 1})))
+        const load = new WriteLoad().start(servers.map((s, i) => ({label: `r${round}n${i + 1}`, server: s, index: round * 10 + i + 1})), {hard: true})
         let x: LocalServer | undefined
-        try {
+        // the load stops and node4 is detached even when the round fails; their errors never hide its own
+        await h.withCleanup(async () => {
           x = await createStandby(servers[0], {name: 'node4'})
           await h.sql(x, 'SELECT pg_wal_replay_pause()')
           // --timeout is the whole wait of the run: long enough for the waits before the replay one
@@ -157,18 +159,19 @@ for (const major of [15, 18] as PgMajor[]) {
           assert.match(again.stdout, /paused for \d+ ms; clients were never paused\. \(2 pauses in all, 1 by an interrupted run\)/)
           const report = await load.stop()
           await verifyLoad([...servers, x], report, base)
-        } finally {
-          await load.stop()
-          await detachNode(members(), x, 'node4', cfg)
-        }
+        },
+          () => load.stop(),
+          () => detachNode(members(), x, 'node4', cfg),
+        )
       })
 
       it('a run that died between two statements of one action (renamed, not yet repointed) is finished by the re-run', async () => {
         round++
         const base = (await h.tableDigest(servers[0], 'public.users')).count
-        const load = new WriteLoad().start(servers.map((s, i) => ({label: `r${round}n${i + 1}`, server: s, index: round * 10 + i + 1})))
+        const load = new WriteLoad().start(servers.map((s, i) => ({label: `r${round}n${i + 1}`, server: s, index: round * 10 + i + 1})), {hard: true})
         let x: LocalServer | undefined
-        try {
+        // the load stops and node4 is detached even when the round fails; their errors never hide its own
+        await h.withCleanup(async () => {
           x = await createStandby(servers[0], {name: 'node4'})
           const killed = await h.runCli(args(x), {env: {MMLITE_FAULT_KILL_AFTER: 'new-node-slots'}})
           assert.equal(killed.signal, 'SIGKILL')
@@ -187,10 +190,10 @@ for (const major of [15, 18] as PgMajor[]) {
           )
           const report = await load.stop()
           await verifyLoad([...servers, x], report, base)
-        } finally {
-          await load.stop()
-          await detachNode(members(), x, 'node4', cfg)
-        }
+        },
+          () => load.stop(),
+          () => detachNode(members(), x, 'node4', cfg),
+        )
       })
     }
   })

@@ -3,9 +3,12 @@
  * standby made with pg_basebackup -R -X stream -C -S) and 18 (native origin = none, the
  * standby made with pg_backup_start + file copy that keeps the source's slot files).
  *
- *  - under continuous writes on every existing node for the whole join, 3 nodes → 4: every
- *    acknowledged write is on every node exactly once, with its last value; clients on every
- *    node keep committing; the source's inbound pause and its duration are reported;
+ *  - under continuous writes on every existing node for the whole join (the hard load of
+ *    test/helpers/load.ts: several writers per node, INSERT/UPDATE/DELETE in transactions over
+ *    both tables), 3 nodes → 4: every acknowledged write is on every node exactly once, with its
+ *    last value, deleted rows absent, full contents of both tables identical everywhere (the
+ *    source included); clients on every node keep committing; the source's inbound pause and
+ *    its duration are reported;
  *  - the promoted standby never uses the source's slots: sampled on the new node, and from the
  *    logs (the new node never starts an apply worker for a subscription named for the source;
  *    the other nodes see no START_REPLICATION on the source's slots beyond the source's own);
@@ -18,7 +21,7 @@ import {existsSync, readFileSync} from 'node:fs'
 import path from 'node:path'
 import {LocalServer, stopAllStarted, type PgMajor} from '../../src/local/server.js'
 import * as h from '../helpers/cluster.js'
-import {WriteLoad, verifyLoad} from '../helpers/load.js'
+import {WriteLoad, mergeReports, verifyLoad} from '../helpers/load.js'
 import {SourceSlotGuard, applyWorkerStarts, createStandby, logReplicationCommands, replicationStarts} from '../helpers/standby.js'
 
 interface AddJson {
@@ -104,104 +107,112 @@ for (const major of [15, 18] as PgMajor[]) {
     })
 
     it('joins a standby of node1 under continuous writes on every node: exact, only the inbound apply of node1 pauses', async () => {
-      const load = new WriteLoad().start(servers.map((s, i) => ({label: `node${i + 1}`, server: s, index: i + 1})))
-      const x = await createStandby(servers[0], {name: 'node4'})
-      const sourceSlots = ['shop_node2_node1', 'shop_node3_node1']
-      if (major === 18) {
-        // the file copy kept node1's slots: the join must drop them on node4
-        const inherited = await h.sql<{slot_name: string}>(x, 'SELECT slot_name FROM pg_replication_slots ORDER BY 1')
-        assert.deepEqual(inherited.map(r => r.slot_name), ['node4_feed', 'shop_node1_node2', 'shop_node1_node3'])
-      }
-      const guard = new SourceSlotGuard(x, sourceSlots).start()
-      const startsBefore = await Promise.all([
-        replicationStarts(servers[1], 'shop_node2_node1'),
-        replicationStarts(servers[2], 'shop_node3_node1'),
-        applyWorkerStarts(servers[0], 'shop_node2_node1'),
-        applyWorkerStarts(servers[0], 'shop_node3_node1'),
-      ])
-      const acked = () => [...load.report.acked.values()].map(m => m.size)
-      const ackedBefore = acked()
-      const t0 = Date.now()
-      const json = major === 18
-      const r = await h.runCli([...addArgs(x), ...(json ? ['--json'] : [])])
-      const joinMs = Date.now() - t0
-      const ackedAfter = acked()
-      assert.equal(r.code, 0, r.stderr + r.stdout)
-      ackedAfter.forEach((n, i) => assert.ok(n > ackedBefore[i], `node${i + 1} kept committing during the join (${ackedBefore[i]} → ${n})`))
+      const load = new WriteLoad().start(servers.map((s, i) => ({label: `node${i + 1}`, server: s, index: i + 1})), {hard: true})
+      // the load stops even when the test fails; a writer's error then never hides the test's
+      await h.withCleanup(async () => {
+        const x = await createStandby(servers[0], {name: 'node4'})
+        const sourceSlots = ['shop_node2_node1', 'shop_node3_node1']
+        if (major === 18) {
+          // the file copy kept node1's slots: the join must drop them on node4
+          const inherited = await h.sql<{slot_name: string}>(x, 'SELECT slot_name FROM pg_replication_slots ORDER BY 1')
+          assert.deepEqual(inherited.map(r => r.slot_name), ['node4_feed', 'shop_node1_node2', 'shop_node1_node3'])
+        }
+        const guard = new SourceSlotGuard(x, sourceSlots).start()
+        const startsBefore = await Promise.all([
+          replicationStarts(servers[1], 'shop_node2_node1'),
+          replicationStarts(servers[2], 'shop_node3_node1'),
+          applyWorkerStarts(servers[0], 'shop_node2_node1'),
+          applyWorkerStarts(servers[0], 'shop_node3_node1'),
+        ])
+        // acknowledged transactions per writer (the fresh users id of each is n: the number of
+        // the writer's next transaction is the size of its live + deleted users rows)
+        const acked = () => [...load.report.acked.entries()].map(([l, m]) => m.size + load.report.deletedUsers!.get(l)!.size)
+        const ackedBefore = acked()
+        const t0 = Date.now()
+        const json = major === 18
+        const r = await h.runCli([...addArgs(x), ...(json ? ['--json'] : [])])
+        const joinMs = Date.now() - t0
+        const ackedAfter = acked()
+        assert.equal(r.code, 0, r.stderr + r.stdout)
+        assert.equal(ackedAfter.length, 9, 'three writers on each of the three nodes')
+        ackedAfter.forEach((n, i) => assert.ok(n > ackedBefore[i], `writer ${[...load.report.acked.keys()][i]} kept committing during the join (${ackedBefore[i]} → ${n})`))
 
-      // the pause of node1's inbound subscriptions, and its duration, are reported
-      let pauseMs: number
-      if (json) {
-        const res = h.parseJson<AddJson>(r)
-        assert.equal(res.strategy, 'standby')
-        assert.ok(res.sourcePause, 'sourcePause reported')
-        assert.equal(res.sourcePause.node, 'node1')
-        assert.deepEqual(res.sourcePause.subscriptions, sourceSlots)
-        assert.equal(typeof res.sourcePause.ms, 'number')
-        pauseMs = res.sourcePause.ms!
-        assert.match(res.promotedLsn ?? '', /^[0-9A-F]+\/[0-9A-F]+$/)
-      } else {
-        const m = /Source node1: inbound subscriptions \(shop_node2_node1, shop_node3_node1\) were paused for (\d+) ms; clients were never paused/.exec(r.stdout)
-        assert.ok(m, r.stdout)
-        pauseMs = Number(m[1])
-        assert.match(r.stdout, /node4 promoted at [0-9A-F]+\/[0-9A-F]+/)
-      }
-      assert.ok(pauseMs > 0 && pauseMs <= joinMs, `pause ${pauseMs} ms within the join's ${joinMs} ms`)
-      const hist = history(dir).filter(e => e.key === 'add-node:node4').at(-1)
-      assert.ok(hist, 'the finished operation is in history.jsonl')
-      assert.equal((hist.values.pauses as Array<{ms: number}>)[0].ms, pauseMs)
-      // clients never pause: no writer's longest gap between two commits exceeds the reported
-      // pause of the source's inbound apply (plus scheduling slack on a small test box)
-      for (const [label, gap] of load.report.maxGapMs) assert.ok(gap <= pauseMs + 1500, `${label}: longest gap between commits ${gap} ms (source pause ${pauseMs} ms)`)
+        // the pause of node1's inbound subscriptions, and its duration, are reported
+        let pauseMs: number
+        if (json) {
+          const res = h.parseJson<AddJson>(r)
+          assert.equal(res.strategy, 'standby')
+          assert.ok(res.sourcePause, 'sourcePause reported')
+          assert.equal(res.sourcePause.node, 'node1')
+          assert.deepEqual(res.sourcePause.subscriptions, sourceSlots)
+          assert.equal(typeof res.sourcePause.ms, 'number')
+          pauseMs = res.sourcePause.ms!
+          assert.match(res.promotedLsn ?? '', /^[0-9A-F]+\/[0-9A-F]+$/)
+        } else {
+          const m = /Source node1: inbound subscriptions \(shop_node2_node1, shop_node3_node1\) were paused for (\d+) ms; clients were never paused/.exec(r.stdout)
+          assert.ok(m, r.stdout)
+          pauseMs = Number(m[1])
+          assert.match(r.stdout, /node4 promoted at [0-9A-F]+\/[0-9A-F]+/)
+        }
+        assert.ok(pauseMs > 0 && pauseMs <= joinMs, `pause ${pauseMs} ms within the join's ${joinMs} ms`)
+        const hist = history(dir).filter(e => e.key === 'add-node:node4').at(-1)
+        assert.ok(hist, 'the finished operation is in history.jsonl')
+        assert.equal((hist.values.pauses as Array<{ms: number}>)[0].ms, pauseMs)
+        // clients never pause: no writer's longest gap between two commits exceeds the reported
+        // pause of the source's inbound apply (plus scheduling slack on a small test box)
+        for (const [label, gap] of load.report.maxGapMs) assert.ok(gap <= pauseMs + 1500, `${label}: longest gap between commits ${gap} ms (source pause ${pauseMs} ms)`)
 
-      // writes keep flowing, now also to node4; then stop and let everything drain
-      const c0 = load.report.commits
-      await h.waitFor(async () => load.report.commits > c0 + 30, 'more commits after the join')
-      const report = await load.stop()
-      await verifyLoad([...servers, x], report, SEED)
-      await guard.stop()
+        // writes keep flowing, now also to node4; then stop and let everything drain
+        const c0 = load.report.commits
+        await h.waitFor(async () => load.report.commits > c0 + 30, 'more commits after the join')
+        const report = await load.stop()
+        await verifyLoad([...servers, x], report, SEED)
+        await guard.stop()
 
-      // the promoted standby never touched node1's slots
-      assert.deepEqual(guard.violations, [])
-      assert.deepEqual(guard.errors, [], 'the guard could sample node4 throughout')
-      assert.ok(guard.evaluated > 10, `guard sampled the promoted node4 ${guard.evaluated} times (${guard.samples} samples in all)`)
-      for (const sub of sourceSlots) assert.equal(await applyWorkerStarts(x, sub), 0, `node4 never started ${sub}`)
-      const startsAfter = await Promise.all([
-        replicationStarts(servers[1], 'shop_node2_node1'),
-        replicationStarts(servers[2], 'shop_node3_node1'),
-        applyWorkerStarts(servers[0], 'shop_node2_node1'),
-        applyWorkerStarts(servers[0], 'shop_node3_node1'),
-      ])
-      for (const k of [0, 1]) {
-        const onPublisher = startsAfter[k] - startsBefore[k]
-        const bySource = startsAfter[k + 2] - startsBefore[k + 2]
-        assert.ok(onPublisher >= 1 && onPublisher <= bySource, `START_REPLICATION on ${sourceSlots[k]}: ${onPublisher}, apply worker starts on node1: ${bySource}`)
-      }
+        // the promoted standby never touched node1's slots
+        assert.deepEqual(guard.violations, [])
+        assert.deepEqual(guard.errors, [], 'the guard could sample node4 throughout')
+        assert.ok(guard.evaluated > 10, `guard sampled the promoted node4 ${guard.evaluated} times (${guard.samples} samples in all)`)
+        for (const sub of sourceSlots) assert.equal(await applyWorkerStarts(x, sub), 0, `node4 never started ${sub}`)
+        const startsAfter = await Promise.all([
+          replicationStarts(servers[1], 'shop_node2_node1'),
+          replicationStarts(servers[2], 'shop_node3_node1'),
+          applyWorkerStarts(servers[0], 'shop_node2_node1'),
+          applyWorkerStarts(servers[0], 'shop_node3_node1'),
+        ])
+        for (const k of [0, 1]) {
+          const onPublisher = startsAfter[k] - startsBefore[k]
+          const bySource = startsAfter[k + 2] - startsBefore[k + 2]
+          assert.ok(onPublisher >= 1 && onPublisher <= bySource, `START_REPLICATION on ${sourceSlots[k]}: ${onPublisher}, apply worker starts on node1: ${bySource}`)
+        }
 
-      // the mesh: node4 has its own slots and subscriptions only; the feed slot is gone
-      assert.deepEqual(await h.meshObjects(x), {
-        pubs: ['shop'],
-        slots: ['shop_node4_node1', 'shop_node4_node2', 'shop_node4_node3'],
-        subs: ['shop_node1_node4', 'shop_node2_node4', 'shop_node3_node4'],
-      })
-      assert.deepEqual(await h.sql(x, "SELECT slot_name FROM pg_replication_slots WHERE slot_name NOT LIKE 'shop%'"), [])
-      assert.deepEqual(await h.sql(servers[0], "SELECT slot_name FROM pg_replication_slots WHERE slot_name = 'node4_feed'"), [])
-      for (const s of [...servers, x]) {
-        assert.equal(await h.applyErrors(s), 0, `apply errors on ${s.name}`)
-        assert.doesNotMatch(await s.readLog(), /duplicate key|conflict detected/, `log of ${s.name}`)
-      }
-      assert.deepEqual(journalOps(dir), {})
-      assert.match(readFileSync(cfg, 'utf8'), /name: node4/)
-      const st = await h.runCli(['status', '--json', '-c', cfg])
-      const status = h.parseJson<{health: string; nodes: unknown[]; links: Array<{status: string}>; unfinished: unknown[]}>(st)
-      assert.equal(status.nodes.length, 4)
-      assert.equal(status.links.length, 12)
-      assert.deepEqual(status.unfinished, [])
-      assert.ok(status.links.every(l => l.status === 'ok' || l.status === 'warning'), JSON.stringify(status.links))
+        // the mesh: node4 has its own slots and subscriptions only; the feed slot is gone
+        assert.deepEqual(await h.meshObjects(x), {
+          pubs: ['shop'],
+          slots: ['shop_node4_node1', 'shop_node4_node2', 'shop_node4_node3'],
+          subs: ['shop_node1_node4', 'shop_node2_node4', 'shop_node3_node4'],
+        })
+        assert.deepEqual(await h.sql(x, "SELECT slot_name FROM pg_replication_slots WHERE slot_name NOT LIKE 'shop%'"), [])
+        assert.deepEqual(await h.sql(servers[0], "SELECT slot_name FROM pg_replication_slots WHERE slot_name = 'node4_feed'"), [])
+        for (const s of [...servers, x]) {
+          assert.equal(await h.applyErrors(s), 0, `apply errors on ${s.name}`)
+          assert.doesNotMatch(await s.readLog(), /duplicate key|conflict detected/, `log of ${s.name}`)
+        }
+        assert.deepEqual(journalOps(dir), {})
+        assert.match(readFileSync(cfg, 'utf8'), /name: node4/)
+        const st = await h.runCli(['status', '--json', '-c', cfg])
+        const status = h.parseJson<{health: string; nodes: unknown[]; links: Array<{status: string}>; unfinished: unknown[]}>(st)
+        assert.equal(status.nodes.length, 4)
+        assert.equal(status.links.length, 12)
+        assert.deepEqual(status.unfinished, [])
+        assert.ok(status.links.every(l => l.status === 'ok' || l.status === 'warning'), JSON.stringify(status.links))
 
-      // and node4 is a full member: its writes reach everyone
-      await h.sql(x, "INSERT INTO public.departments VALUES (44, 'from node4')")
-      await h.waitConverged([...servers, x], 'public.departments', 11)
+        // and node4 is a full member: its writes (the hard load, on node4 alone) reach everyone,
+        // and the full contents stay identical
+        const load4 = new WriteLoad().start([{label: 'node4', server: x, index: 4}], {hard: true})
+        await h.waitFor(async () => load4.report.commits >= 60, 'writes on node4')
+        await verifyLoad([...servers, x], mergeReports(report, await load4.stop()), SEED)
+      }, () => load.stop())
     })
   })
 }
