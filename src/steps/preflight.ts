@@ -12,6 +12,7 @@ import {escapeLiteral as ql} from '../db/quote.js'
 import {classifyConnectError} from '../db/node.js'
 import {MmliteError, ExitCode, errorMessage} from '../errors.js'
 import {collectDrift, driftLine, DRIFT_FIX} from '../cluster/drift.js'
+import {rolePrivilegeProblems} from './init/role-privileges.js'
 
 export interface Problem {
   node?: string
@@ -220,6 +221,9 @@ export async function preflight(
       for (const cols of nt.columns) nt.hasData.push(cols === null ? false : has[k++])
     } else nt.hasData = nt.columns.map(() => false)
     tables.set(node, nt)
+
+    // hook (tests/#14.4): table ownership, CREATE on the database, the peer_dsn role's grants
+    problems.push(...(await rolePrivilegeProblems(c, cfg, f.superuser)))
 
     const subs = await c.query<{subname: string}>(OUR_SUBS_SQL, [allSubs])
     if (subs.length) subscribed.add(node)
