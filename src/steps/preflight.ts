@@ -186,6 +186,10 @@ export async function preflight(
       if (err) problems.push({node, ...err})
     }
 
+    // hook (tests/#14.4): table ownership, CREATE on the database, the peer_dsn role's grants (before the
+    // data check below, which a role without SELECT on a table cannot run)
+    problems.push(...(await rolePrivilegeProblems(c, cfg, f.superuser)))
+
     // tables
     const rows = await c.query<{ord: number; present: boolean; relkind: string | null; replident: string | null; has_pk: boolean; columns: string[] | null}>(TABLES_SQL, [
       cfg.tables.map(t => t.schema),
@@ -221,9 +225,6 @@ export async function preflight(
       for (const cols of nt.columns) nt.hasData.push(cols === null ? false : has[k++])
     } else nt.hasData = nt.columns.map(() => false)
     tables.set(node, nt)
-
-    // hook (tests/#14.4): table ownership, CREATE on the database, the peer_dsn role's grants
-    problems.push(...(await rolePrivilegeProblems(c, cfg, f.superuser)))
 
     const subs = await c.query<{subname: string}>(OUR_SUBS_SQL, [allSubs])
     if (subs.length) subscribed.add(node)

@@ -21,7 +21,7 @@ SELECT t.ord::pg_catalog.int4 AS ord, c.oid IS NOT NULL AS present,
        c.oid IS NOT NULL AND pg_catalog.pg_has_role(c.relowner, 'USAGE'::pg_catalog.text) AS owned,
        CASE WHEN c.oid IS NULL OR $3::pg_catalog.name IS NULL THEN true
             ELSE pg_catalog.has_table_privilege($3::pg_catalog.name, c.oid, 'SELECT'::pg_catalog.text) END AS peer_select
-  FROM pg_catalog.unnest($1::pg_catalog.text[], $2::pg_catalog.text[]) WITH ORDINALITY AS t(schema_name, table_name, ord)
+  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) WITH ORDINALITY AS t(schema_name, table_name, ord)
   LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name
   LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = t.table_name
  ORDER BY t.ord`
