@@ -76,30 +76,31 @@ describe('add-node: transactions on the source that hold up the join (PostgreSQL
   it('copy: an idle transaction with an xid and a prepared transaction on the source: exit 15 before pausing, both named; the re-run joins once they end', async () => {
     const idle = await openSession(servers[0], 'blocker-app')
     const prep = await openSession(servers[0], 'preparer')
-    try {
-      await idle.query('BEGIN')
-      await idle.query("INSERT INTO public.users VALUES (5001, 1, 'idle', 'node1')")
-      const idlePid = (await idle.query<{pid: number}>('SELECT pg_backend_pid() AS pid')).rows[0].pid
-      await prep.query('BEGIN')
-      await prep.query("INSERT INTO public.users VALUES (5002, 1, 'prepared', 'node1')")
-      await prep.query("PREPARE TRANSACTION 'mmlite_test_g1'")
+    await h.withCleanup(
+      async () => {
+        await idle.query('BEGIN')
+        await idle.query("INSERT INTO public.users VALUES (5001, 1, 'idle', 'node1')")
+        const idlePid = (await idle.query<{pid: number}>('SELECT pg_backend_pid() AS pid')).rows[0].pid
+        await prep.query('BEGIN')
+        await prep.query("INSERT INTO public.users VALUES (5002, 1, 'prepared', 'node1')")
+        await prep.query("PREPARE TRANSACTION 'mmlite_test_g1'")
 
-      const r = await addCopy(['--timeout', '4'])
-      assert.equal(r.code, 15, r.stderr + r.stdout)
-      assert.match(r.stderr, new RegExp(`pid ${idlePid}\\b[^\\n]*blocker-app`))
-      assert.match(r.stderr, /prepared transaction mmlite_test_g1/)
-      // nothing was paused
-      assert.deepEqual(await enabledSubs(servers[0]), [['shop_node2_node1', true]])
-      assert.deepEqual((journalValues(dir, 'add-node:node3')?.pausedSubscriptions as unknown[] | undefined) ?? [], [])
-      assert.equal(((journalValues(dir, 'add-node:node3')?.pauses as unknown[] | undefined) ?? []).length, 0, 'no pause happened')
+        const r = await addCopy(['--timeout', '4'])
+        assert.equal(r.code, 15, r.stderr + r.stdout)
+        assert.match(r.stderr, new RegExp(`pid ${idlePid}\\b[^\\n]*blocker-app`))
+        assert.match(r.stderr, /prepared transaction mmlite_test_g1/)
+        // nothing was paused
+        assert.deepEqual(await enabledSubs(servers[0]), [['shop_node2_node1', true]])
+        assert.deepEqual((journalValues(dir, 'add-node:node3')?.pausedSubscriptions as unknown[] | undefined) ?? [], [])
+        assert.equal(((journalValues(dir, 'add-node:node3')?.pauses as unknown[] | undefined) ?? []).length, 0, 'no pause happened')
 
-      await idle.query('COMMIT')
-      await prep.query("COMMIT PREPARED 'mmlite_test_g1'")
-    } finally {
-      await idle.end().catch(() => {})
-      await prep.end().catch(() => {})
-      await h.sql(servers[0], "ROLLBACK PREPARED 'mmlite_test_g1'").catch(() => {})
-    }
+        await idle.query('COMMIT')
+        await prep.query("COMMIT PREPARED 'mmlite_test_g1'")
+      },
+      () => idle.end().catch(() => {}),
+      () => prep.end().catch(() => {}),
+      () => h.sql(servers[0], "ROLLBACK PREPARED 'mmlite_test_g1'").catch(() => {}),
+    )
     const again = await addCopy()
     assert.equal(again.code, 0, again.stderr + again.stdout)
     await h.sql(servers[1], "INSERT INTO public.users VALUES (5003, 1, 'after', 'node2')")
@@ -113,21 +114,22 @@ describe('add-node: transactions on the source that hold up the join (PostgreSQL
     const run = addCopy(['--timeout', '5'], {MMLITE_FAULT_HOLD_AFTER_PAUSE_MS: '3000'})
     await h.waitFor(async () => (await enabledSubs(servers[0])).some(([, e]) => !e), 'the source to be paused')
     const late = await openSession(servers[0], 'late-writer')
-    try {
-      await late.query('BEGIN')
-      await late.query("INSERT INTO public.users VALUES (6001, 1, 'late', 'node1')")
-      const pid = (await late.query<{pid: number}>('SELECT pg_backend_pid() AS pid')).rows[0].pid
-      const r = await run
-      assert.equal(r.code, 15, r.stderr + r.stdout)
-      assert.match(r.stderr, new RegExp(`pid ${pid}\\b[^\\n]*late-writer`))
-      assert.deepEqual(await enabledSubs(servers[0]), [['shop_node2_node1', true]], 'the pause was undone')
-      assert.deepEqual(journalValues(dir, 'add-node:node3')?.pausedSubscriptions, [])
-      // no slot is left waiting on the source
-      await h.waitFor(async () => (await h.sql(servers[0], "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'shop_node1_node3'")).length === 0, 'no slot node1→node3')
-      await late.query('COMMIT')
-    } finally {
-      await late.end().catch(() => {})
-    }
+    await h.withCleanup(
+      async () => {
+        await late.query('BEGIN')
+        await late.query("INSERT INTO public.users VALUES (6001, 1, 'late', 'node1')")
+        const pid = (await late.query<{pid: number}>('SELECT pg_backend_pid() AS pid')).rows[0].pid
+        const r = await run
+        assert.equal(r.code, 15, r.stderr + r.stdout)
+        assert.match(r.stderr, new RegExp(`pid ${pid}\\b[^\\n]*late-writer`))
+        assert.deepEqual(await enabledSubs(servers[0]), [['shop_node2_node1', true]], 'the pause was undone')
+        assert.deepEqual(journalValues(dir, 'add-node:node3')?.pausedSubscriptions, [])
+        // no slot is left waiting on the source
+        await h.waitFor(async () => (await h.sql(servers[0], "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'shop_node1_node3'")).length === 0, 'no slot node1→node3')
+        await late.query('COMMIT')
+      },
+      () => late.end().catch(() => {}),
+    )
     const again = await addCopy()
     assert.equal(again.code, 0, again.stderr + again.stdout)
     await h.sql(servers[1], "INSERT INTO public.users VALUES (6002, 1, 'after', 'node2')")
@@ -146,18 +148,19 @@ describe('add-node: transactions on the source that hold up the join (PostgreSQL
     await h.waitFor(async () => (await enabledSubs(servers[0])).some(([, e]) => !e), 'the source to be paused')
     const c1 = await openSession(servers[0], 'p1')
     const c2 = await openSession(servers[0], 'p2')
-    try {
-      await c1.query('BEGIN')
-      await c1.query("INSERT INTO public.users VALUES (7001, 1, 'prepared-commit', 'node1')")
-      await c1.query("PREPARE TRANSACTION 'mmlite_test_commit'")
-      await c2.query('BEGIN')
-      await c2.query("INSERT INTO public.users VALUES (7002, 1, 'prepared-rollback', 'node1')")
-      await c2.query("UPDATE public.users SET name = 'locked' WHERE id = 1")
-      await c2.query("PREPARE TRANSACTION 'mmlite_test_rollback'")
-    } finally {
-      await c1.end()
-      await c2.end()
-    }
+    await h.withCleanup(
+      async () => {
+        await c1.query('BEGIN')
+        await c1.query("INSERT INTO public.users VALUES (7001, 1, 'prepared-commit', 'node1')")
+        await c1.query("PREPARE TRANSACTION 'mmlite_test_commit'")
+        await c2.query('BEGIN')
+        await c2.query("INSERT INTO public.users VALUES (7002, 1, 'prepared-rollback', 'node1')")
+        await c2.query("UPDATE public.users SET name = 'locked' WHERE id = 1")
+        await c2.query("PREPARE TRANSACTION 'mmlite_test_rollback'")
+      },
+      () => c1.end(),
+      () => c2.end(),
+    )
     const r = await run
     assert.equal(r.code, 0, r.stderr + r.stdout)
     assert.deepEqual(await h.sql(x, 'SELECT gid FROM pg_prepared_xacts'), [], 'the new node holds no inherited prepared transaction')

@@ -64,31 +64,34 @@ describe('add-node copy: preflight refusals change nothing (PostgreSQL 18)', fun
 
   it('the new node holds data', async () => {
     await h.sql(x, "INSERT INTO public.departments VALUES (99, 'stray')")
-    try {
-      await refuse(['--dsn', xDsn], /\[node3\] data: replicated table\(s\) public\.departments hold rows; the copy strategy fills empty tables/, /TRUNCATE "public"\."departments"/)
-    } finally {
-      await h.sql(x, 'TRUNCATE public.departments')
-    }
+    await h.withCleanup(
+      async () => {
+        await refuse(['--dsn', xDsn], /\[node3\] data: replicated table\(s\) public\.departments hold rows; the copy strategy fills empty tables/, /TRUNCATE "public"\."departments"/)
+      },
+      () => h.sql(x, 'TRUNCATE public.departments'),
+    )
   })
 
   it('the new node is already a member', async () => {
     await h.writeConfig(dir, [...servers, x])
-    try {
-      await refuse(['--dsn', xDsn], /\[node3\] member: node3 is already a member of cluster "shop"/)
-    } finally {
-      await h.writeConfig(dir, servers)
-    }
+    await h.withCleanup(
+      async () => {
+        await refuse(['--dsn', xDsn], /\[node3\] member: node3 is already a member of cluster "shop"/)
+      },
+      () => h.writeConfig(dir, servers),
+    )
   })
 
   it('a table whose columns differ on the new node (reported with every other problem)', async () => {
     await h.sql(x, 'ALTER TABLE public.users ADD COLUMN extra int')
     await h.sql(x, "INSERT INTO public.departments VALUES (99, 'stray')")
-    try {
-      await refuse(['--dsn', xDsn], /\[node3\] columns: table public\.users differs from node1: node3 has extra integer/, /\[node3\] data:/)
-    } finally {
-      await h.sql(x, 'ALTER TABLE public.users DROP COLUMN extra')
-      await h.sql(x, 'TRUNCATE public.departments')
-    }
+    await h.withCleanup(
+      async () => {
+        await refuse(['--dsn', xDsn], /\[node3\] columns: table public\.users differs from node1: node3 has extra integer/, /\[node3\] data:/)
+      },
+      () => h.sql(x, 'ALTER TABLE public.users DROP COLUMN extra'),
+      () => h.sql(x, 'TRUNCATE public.departments'),
+    )
   })
 
   it("the new node's DSN points at a member's database", async () => {

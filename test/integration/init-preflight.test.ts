@@ -46,32 +46,37 @@ describe('init: preflight refusals change nothing', function () {
 
   it('a table missing on one node', async () => {
     await h.sql(servers[0], 'CREATE TABLE IF NOT EXISTS public.extra (id int primary key)')
-    try {
-      const cfg = await h.writeConfig(dir, servers, {tables: ['public.users', 'public.extra']})
-      await refuse(cfg, /\[node2\] table: table public\.extra does not exist/, /\[node3\] table: table public\.extra does not exist/)
-    } finally {
-      await h.sql(servers[0], 'DROP TABLE public.extra')
-    }
+    await h.withCleanup(
+      async () => {
+        const cfg = await h.writeConfig(dir, servers, {tables: ['public.users', 'public.extra']})
+        await refuse(cfg, /\[node2\] table: table public\.extra does not exist/, /\[node3\] table: table public\.extra does not exist/)
+      },
+      () => h.sql(servers[0], 'DROP TABLE public.extra'),
+    )
   })
 
   it('a table whose columns differ', async () => {
     await h.sql(servers[2], 'ALTER TABLE public.users ADD COLUMN extra int')
-    try {
-      const cfg = await h.writeConfig(dir, servers)
-      await refuse(cfg, /\[node3\] columns: table public\.users differs from node1: node3 has extra integer/)
-    } finally {
-      await h.sql(servers[2], 'ALTER TABLE public.users DROP COLUMN extra')
-    }
+    await h.withCleanup(
+      async () => {
+        const cfg = await h.writeConfig(dir, servers)
+        await refuse(cfg, /\[node3\] columns: table public\.users differs from node1: node3 has extra integer/)
+      },
+      () => h.sql(servers[2], 'ALTER TABLE public.users DROP COLUMN extra'),
+    )
   })
 
   it('a table without primary key or replica identity', async () => {
     await Promise.all(servers.map(s => h.sql(s, 'CREATE TABLE IF NOT EXISTS public.nopk (a int, b text)')))
-    try {
-      const cfg = await h.writeConfig(dir, servers, {tables: ['public.users', 'public.nopk']})
-      await refuse(cfg, /replica identity: table public\.nopk has no primary key/, /REPLICA IDENTITY FULL/)
-    } finally {
-      await Promise.all(servers.map(s => h.sql(s, 'DROP TABLE public.nopk')))
-    }
+    await h.withCleanup(
+      async () => {
+        const cfg = await h.writeConfig(dir, servers, {tables: ['public.users', 'public.nopk']})
+        await refuse(cfg, /replica identity: table public\.nopk has no primary key/, /REPLICA IDENTITY FULL/)
+      },
+      async () => {
+        await Promise.all(servers.map(s => h.sql(s, 'DROP TABLE public.nopk')))
+      },
+    )
   })
 
   it('an unreachable node, reported with the reason, together with every other problem', async () => {

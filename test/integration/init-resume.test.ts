@@ -88,18 +88,19 @@ describe('init: a concurrent second run is refused', function () {
     await h.sql(servers[1], 'ALTER SYSTEM SET max_sync_workers_per_subscription = 0')
     await h.reloadConf(servers[1])
     const first = h.runCli(['init', '-c', cfg, '--yes'])
-    try {
-      await h.waitFor(async () => (await h.meshObjects(servers[1])).subs.length === 1, 'first run to reach the copy')
-      const t0 = Date.now()
-      const second = await h.runCli(['init', '-c', cfg, '--yes'])
-      assert.equal(second.code, 12, second.stderr)
-      assert.match(second.stderr, /another mmlite run holds the lock of cluster "shop"/)
-      assert.match(second.stderr, /held by "mmlite init"/)
-      assert.ok(Date.now() - t0 < 10_000, 'refused at once')
-    } finally {
-      await h.sql(servers[1], 'ALTER SYSTEM RESET max_sync_workers_per_subscription')
-      await h.reloadConf(servers[1])
-    }
+    await h.withCleanup(
+      async () => {
+        await h.waitFor(async () => (await h.meshObjects(servers[1])).subs.length === 1, 'first run to reach the copy')
+        const t0 = Date.now()
+        const second = await h.runCli(['init', '-c', cfg, '--yes'])
+        assert.equal(second.code, 12, second.stderr)
+        assert.match(second.stderr, /another mmlite run holds the lock of cluster "shop"/)
+        assert.match(second.stderr, /held by "mmlite init"/)
+        assert.ok(Date.now() - t0 < 10_000, 'refused at once')
+      },
+      () => h.sql(servers[1], 'ALTER SYSTEM RESET max_sync_workers_per_subscription'),
+      () => h.reloadConf(servers[1]),
+    )
     const r = await first
     assert.equal(r.code, 0, r.stderr)
     await h.sql(servers[1], "INSERT INTO public.departments VALUES (3, 'c')")

@@ -73,23 +73,24 @@ describe('init under writes on every node', function () {
     round++
     const load = new WriteLoad().start([{label: `r${round}n1`, server: servers[0], index: round * 10 + 1}], {hard: true})
     const rest = new WriteLoad()
-    try {
-      await h.waitFor(async () => load.report.commits >= 60, 'the load to get going')
-      const killed = await h.runCli(['init', '-c', cfg, '--yes'], {env: {MMLITE_FAULT_KILL_AFTER: 'slots'}})
-      assert.equal(killed.signal, 'SIGKILL', killed.stdout + killed.stderr)
-      // the non-seed nodes take writes now: legal, their outbound slots exist
-      rest.start(servers.slice(1).map((s, i) => ({label: `r${round}n${i + 2}`, server: s, index: round * 10 + i + 2})), {hard: true})
-      await h.waitFor(async () => rest.report.commits >= 90, 'writes on the non-seed nodes after the kill')
-      const again = await h.runCli(['init', '-c', cfg, '--yes'])
-      assert.equal(again.code, 0, again.stderr + again.stdout)
-      assert.doesNotMatch(again.stderr + again.stdout, /empty the tables/i)
-      assert.deepEqual(journalOps(dir), {})
-      const c1 = rest.report.commits
-      await h.waitFor(async () => rest.report.commits >= c1 + 60, 'writes after init')
-    } finally {
-      await load.stop()
-      await rest.stop()
-    }
+    await h.withCleanup(
+      async () => {
+        await h.waitFor(async () => load.report.commits >= 60, 'the load to get going')
+        const killed = await h.runCli(['init', '-c', cfg, '--yes'], {env: {MMLITE_FAULT_KILL_AFTER: 'slots'}})
+        assert.equal(killed.signal, 'SIGKILL', killed.stdout + killed.stderr)
+        // the non-seed nodes take writes now: legal, their outbound slots exist
+        rest.start(servers.slice(1).map((s, i) => ({label: `r${round}n${i + 2}`, server: s, index: round * 10 + i + 2})), {hard: true})
+        await h.waitFor(async () => rest.report.commits >= 90, 'writes on the non-seed nodes after the kill')
+        const again = await h.runCli(['init', '-c', cfg, '--yes'])
+        assert.equal(again.code, 0, again.stderr + again.stdout)
+        assert.doesNotMatch(again.stderr + again.stdout, /empty the tables/i)
+        assert.deepEqual(journalOps(dir), {})
+        const c1 = rest.report.commits
+        await h.waitFor(async () => rest.report.commits >= c1 + 60, 'writes after init')
+      },
+      () => load.stop(),
+      () => rest.stop(),
+    )
     await verifyLoad(servers, mergeReports(load.report, rest.report), SEED_USERS)
     for (const s of servers) assert.equal(await h.applyErrors(s), 0)
   })
@@ -98,19 +99,20 @@ describe('init under writes on every node', function () {
     await fresh(servers)
     round++
     const load = new WriteLoad().start([{label: `r${round}n1`, server: servers[0], index: round * 10 + 1}], {hard: true})
-    try {
-      await h.waitFor(async () => load.report.commits >= 60, 'the load to get going')
-      const long = await load.longTransaction(servers[0], round * 10 + 9, 500)
-      const run = h.runCli(['init', '-c', cfg, '--yes'])
-      await waitSlotCreationRunning(servers[0])
-      await long.commit()
-      const r = await run
-      assert.equal(r.code, 0, r.stderr + r.stdout)
-      const c1 = load.report.commits
-      await h.waitFor(async () => load.report.commits >= c1 + 60, 'writes after init')
-    } finally {
-      await load.stop()
-    }
+    await h.withCleanup(
+      async () => {
+        await h.waitFor(async () => load.report.commits >= 60, 'the load to get going')
+        const long = await load.longTransaction(servers[0], round * 10 + 9, 500)
+        const run = h.runCli(['init', '-c', cfg, '--yes'])
+        await waitSlotCreationRunning(servers[0])
+        await long.commit()
+        const r = await run
+        assert.equal(r.code, 0, r.stderr + r.stdout)
+        const c1 = load.report.commits
+        await h.waitFor(async () => load.report.commits >= c1 + 60, 'writes after init')
+      },
+      () => load.stop(),
+    )
     await verifyLoad(servers, load.report, SEED_USERS)
   })
 
@@ -154,29 +156,34 @@ describe('init under writes on every node', function () {
         await new Promise(r => setTimeout(r, 100))
       }
     })()
-    try {
-      await h.waitFor(async () => load.report.commits >= 60, 'the load to get going')
-      for (let k = 0; k < 4; k++) {
-        // the first kill lands within the first run's work on a fast idle machine too (a run that
-        // finishes before its kill proves nothing); later ones anywhere in a longer window
-        // after the first step begins: the first kill early in the work, later ones anywhere
-        const ms = k === 0 ? Math.floor(Math.random() * 300) : Math.floor(Math.random() * 2000)
-        const r = await initKilledAfter(cfg, ms)
-        if (r.killed) kills.push(ms)
-        else assert.equal(r.code, 0, r.out)
-      }
-      const last = await h.runCli(['init', '-c', cfg, '--yes'])
-      assert.equal(last.code, 0, last.stderr + last.stdout)
-      assert.deepEqual(journalOps(dir), {})
-      const c1 = load.report.commits
-      await h.waitFor(async () => load.report.commits >= c1 + 60, 'writes after init')
-      await h.waitFor(async () => rest.every(l => l.report.commits > 30), 'writes on every node')
-    } finally {
-      watching = false
-      await watcher
-      await load.stop()
-      for (const l of rest) await l.stop()
-    }
+    await h.withCleanup(
+      async () => {
+        await h.waitFor(async () => load.report.commits >= 60, 'the load to get going')
+        for (let k = 0; k < 4; k++) {
+          // the first kill lands within the first run's work on a fast idle machine too (a run that
+          // finishes before its kill proves nothing); later ones anywhere in a longer window
+          // after the first step begins: the first kill early in the work, later ones anywhere
+          const ms = k === 0 ? Math.floor(Math.random() * 300) : Math.floor(Math.random() * 2000)
+          const r = await initKilledAfter(cfg, ms)
+          if (r.killed) kills.push(ms)
+          else assert.equal(r.code, 0, r.out)
+        }
+        const last = await h.runCli(['init', '-c', cfg, '--yes'])
+        assert.equal(last.code, 0, last.stderr + last.stdout)
+        assert.deepEqual(journalOps(dir), {})
+        const c1 = load.report.commits
+        await h.waitFor(async () => load.report.commits >= c1 + 60, 'writes after init')
+        await h.waitFor(async () => rest.every(l => l.report.commits > 30), 'writes on every node')
+      },
+      async () => {
+        watching = false
+        await watcher
+      },
+      () => load.stop(),
+      async () => {
+        for (const l of rest) await l.stop()
+      },
+    )
     console.log(`      killed after ${kills.join(', ')} ms`)
     assert.ok(kills.length >= 1, 'at least one run was killed mid-way')
     await verifyLoad(servers, mergeReports(load.report, ...rest.map(l => l.report)), SEED_USERS)

@@ -167,23 +167,24 @@ describe('remove-node: a live node of a 3-node PostgreSQL 18 mesh', function () 
   it('a drain that cannot finish fails with exit 15, names the lagging peer and changes nothing', async () => {
     // node2 stops receiving from node1; node1 commits more
     await h.sql(servers[1], 'ALTER SUBSCRIPTION "shop_node1_node2" DISABLE')
-    try {
-      await h.sql(servers[0], "INSERT INTO public.departments VALUES (100, 'undelivered')")
-      const before = await allObjects(servers)
-      const t0 = Date.now()
-      const r = await h.runCli(['remove-node', 'node1', '-c', cfg, '--yes', '--drain-timeout', '2s'])
-      assert.equal(r.code, 15, r.stderr + r.stdout)
-      assert.ok(Date.now() - t0 < 30_000)
-      assert.match(r.stderr, /node1's changes did not reach every peer within 2 s .*nothing was removed/)
-      assert.match(r.stderr, /node2: .*slot shop_node1_node2 INACTIVE/)
-      assert.doesNotMatch(r.stderr, /^\s+node3:/m, 'node3 had received everything')
-      assert.deepEqual(await allObjects(servers), before)
-      assert.deepEqual(configNodes(cfg), ['node1', 'node2', 'node3'])
-      assert.deepEqual(journalOps(dir), {}, 'no unfinished operation is left behind')
-      assert.equal(history(dir).at(-1)?.result, 'abandoned')
-    } finally {
-      await h.sql(servers[1], 'ALTER SUBSCRIPTION "shop_node1_node2" ENABLE')
-    }
+    await h.withCleanup(
+      async () => {
+        await h.sql(servers[0], "INSERT INTO public.departments VALUES (100, 'undelivered')")
+        const before = await allObjects(servers)
+        const t0 = Date.now()
+        const r = await h.runCli(['remove-node', 'node1', '-c', cfg, '--yes', '--drain-timeout', '2s'])
+        assert.equal(r.code, 15, r.stderr + r.stdout)
+        assert.ok(Date.now() - t0 < 30_000)
+        assert.match(r.stderr, /node1's changes did not reach every peer within 2 s .*nothing was removed/)
+        assert.match(r.stderr, /node2: .*slot shop_node1_node2 INACTIVE/)
+        assert.doesNotMatch(r.stderr, /^\s+node3:/m, 'node3 had received everything')
+        assert.deepEqual(await allObjects(servers), before)
+        assert.deepEqual(configNodes(cfg), ['node1', 'node2', 'node3'])
+        assert.deepEqual(journalOps(dir), {}, 'no unfinished operation is left behind')
+        assert.equal(history(dir).at(-1)?.result, 'abandoned')
+      },
+      () => h.sql(servers[1], 'ALTER SUBSCRIPTION "shop_node1_node2" ENABLE'),
+    )
     await h.waitConverged(servers, 'public.departments', 11)
   })
 
@@ -202,27 +203,28 @@ describe('remove-node: a live node of a 3-node PostgreSQL 18 mesh', function () 
     // blocks the apply) until the removal is draining: only the drain gets it there
     const blocker = new pg.Client({connectionString: servers[1].dsn()})
     await blocker.connect()
-    let r: h.CliResult
-    let ms: number
+    let r!: h.CliResult
+    let ms!: number
     const before = loadRest.report.commits
-    try {
-      await blocker.query('BEGIN')
-      await blocker.query("INSERT INTO public.users (id, name) VALUES (1900000001, 'blocker')")
-      await h.sql(servers[0], "INSERT INTO public.users SELECT g, 1, 'last ' || g, 'node1' FROM generate_series(1900000001, 1900001000) g")
-      await h.waitFor(
-        async () => (await h.sql(servers[1], "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'logical replication apply worker' AND wait_event_type = 'Lock'")).length > 0,
-        "node2's apply of node1's last transaction to wait",
-      )
-      const t0 = Date.now()
-      let finished = false
-      const run = h.runCli(['remove-node', 'node1', '-c', cfg, '--yes', '--json']).finally(() => (finished = true))
-      await h.waitFor(async () => finished || journalOps(dir)['remove-node:node1']?.values.drainLsn !== undefined, 'the drain to start')
-      await blocker.query('ROLLBACK')
-      r = await run
-      ms = Date.now() - t0
-    } finally {
-      await blocker.end()
-    }
+    await h.withCleanup(
+      async () => {
+        await blocker.query('BEGIN')
+        await blocker.query("INSERT INTO public.users (id, name) VALUES (1900000001, 'blocker')")
+        await h.sql(servers[0], "INSERT INTO public.users SELECT g, 1, 'last ' || g, 'node1' FROM generate_series(1900000001, 1900001000) g")
+        await h.waitFor(
+          async () => (await h.sql(servers[1], "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'logical replication apply worker' AND wait_event_type = 'Lock'")).length > 0,
+          "node2's apply of node1's last transaction to wait",
+        )
+        const t0 = Date.now()
+        let finished = false
+        const run = h.runCli(['remove-node', 'node1', '-c', cfg, '--yes', '--json']).finally(() => (finished = true))
+        await h.waitFor(async () => finished || journalOps(dir)['remove-node:node1']?.values.drainLsn !== undefined, 'the drain to start')
+        await blocker.query('ROLLBACK')
+        r = await run
+        ms = Date.now() - t0
+      },
+      () => blocker.end(),
+    )
     assert.equal(r.code, 0, r.stderr + r.stdout)
     assert.ok(loadRest.report.commits > before, 'the remaining nodes took writes during the removal')
     await h.waitFor(async () => loadRest.report.commits > before + 100, 'writes after the removal')
