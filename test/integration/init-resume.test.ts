@@ -1,12 +1,13 @@
 /**
  * `init` killed with SIGKILL after every step (and after single actions inside steps), then
- * re-run: it finishes, and the mesh is exact. A second concurrent init is refused at once.
+ * re-run: it finishes, and the mesh is exact under the hard load on every node. A second concurrent init is refused at once.
  */
 import assert from 'node:assert/strict'
 import {existsSync, readFileSync} from 'node:fs'
 import path from 'node:path'
 import {stopAllStarted, type LocalServer} from '../../src/local/server.js'
 import * as h from '../helpers/cluster.js'
+import {WriteLoad, verifyLoad} from '../helpers/load.js'
 
 function journalOps(dir: string): Record<string, {steps: Record<string, string>}> {
   const f = path.join(dir, '.mmlite/journal.json')
@@ -67,9 +68,11 @@ describe('init: SIGKILL after each step, then re-run', function () {
         assert.equal(o.subs.length, 2)
       }
       round++
-      await h.writeOnEveryNode(servers, 10, 10_000_000 * round)
-      await h.waitConverged(servers, 'public.departments', 10)
-      await h.waitConverged(servers, 'public.users', base + 30)
+      // the hard load on every node (several writers, INSERT/UPDATE/DELETE over both tables):
+      // every acknowledged write once with its last value, full contents identical everywhere
+      const load = new WriteLoad().start(servers.map((s, i) => ({label: `r${round}n${i + 1}`, server: s, index: round * 10 + i + 1})), {hard: true})
+      await h.withCleanup(() => h.waitFor(async () => load.report.commits >= 90, 'writes on every node'), () => load.stop())
+      await verifyLoad(servers, await load.stop(), base)
       for (const s of servers) assert.equal(await h.applyErrors(s), 0)
     })
   }
