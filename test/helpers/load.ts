@@ -398,3 +398,49 @@ export async function verifyLoad(servers: LocalServer[], report: LoadReport, ext
     throw new Error(`${(e as Error).message}:\n  ${last.join('\n  ')}`)
   }
 }
+
+/**
+ * Samples `servers` for client sessions waiting on a heavyweight lock on the replicated tables
+ * while a procedure runs. The load's writers touch only their own keys (and the apply workers
+ * only other nodes' keys), so any such wait is one the procedure caused: a stall of clients
+ * shown independently of how fast the machine is. Query errors are kept, never swallowed.
+ */
+export class LockWaitSampler {
+  readonly waits: string[] = []
+  readonly errors: string[] = []
+  /** rounds in which every server was read */
+  evaluated = 0
+  private stopping = false
+  private run?: Promise<void>
+  constructor(private readonly servers: LocalServer[]) {}
+
+  start(): this {
+    this.run = (async () => {
+      while (!this.stopping) {
+        let ok = true
+        for (const s of this.servers) {
+          try {
+            const rows = await sql<{pid: number; wait: string; query: string}>(
+              s,
+              `SELECT pid, wait_event AS wait, left(query, 100) AS query FROM pg_stat_activity
+                WHERE backend_type = 'client backend' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()
+                  AND (query ILIKE '%public.users%' OR query ILIKE '%public.departments%')`,
+            )
+            for (const r of rows) this.waits.push(`${s.name}: backend ${r.pid} waits for a lock (${r.wait}) in: ${r.query}`)
+          } catch (e) {
+            ok = false
+            this.errors.push(`${s.name}: ${(e as Error).message}`)
+          }
+        }
+        if (ok) this.evaluated++
+        await new Promise(r => setTimeout(r, 50))
+      }
+    })()
+    return this
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true
+    await this.run
+  }
+}
