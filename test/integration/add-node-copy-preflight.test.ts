@@ -144,34 +144,35 @@ describe('add-node copy: preflight refusals change nothing (PostgreSQL 18)', fun
     // run waits for it BEFORE pausing, names it, and the pause does not include the wait
     const blocker = new pg.Client({connectionString: servers[0].dsn(), application_name: 'long-tx'})
     await blocker.connect()
-    let r: h.CliResult
+    let r!: h.CliResult
     let heldMs = 0
-    try {
-      await blocker.query('BEGIN')
-      await blocker.query('SELECT pg_current_xact_id()')
-      const pid = (await blocker.query<{pid: number}>('SELECT pg_backend_pid() AS pid')).rows[0].pid
-      let settled: h.CliResult | undefined
-      const run = h.runCli(['add-node', 'node3', '-c', cfg, '--dsn', xDsn, '--yes', '--disable-on-error']).then(x => (settled = x))
-      // add-node polls the transactions holding an xid on node1 (the wait before the pause)
-      await h.waitFor(async () => {
-        if (settled) throw new Error(`add-node ended before waiting for the open transaction (exit ${settled.code}):\n${settled.stdout}\n${settled.stderr}`)
-        const w = await h.sql(servers[0], "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%''prepared:''%' AND pid <> pg_backend_pid()")
-        return w.length > 0
-      }, 'add-node to wait for the open transaction')
-      const t0 = Date.now()
-      // while it waits (long enough for the note), nothing is paused
-      await h.waitFor(async () => {
-        const off = await h.sql(servers[0], 'SELECT subname FROM pg_subscription WHERE NOT subenabled')
-        assert.deepEqual(off, [], 'nothing is paused while add-node waits for the transaction')
-        return Date.now() - t0 > 4000
-      }, 'add-node to wait a while')
-      heldMs = Date.now() - t0
-      await blocker.query('COMMIT')
-      r = await run
-      assert.match(r.stdout, new RegExp(`! node1: waiting for pid ${pid} \\(long-tx, [^)]*\\) idle in transaction since [^;]*; last query: SELECT pg_backend_pid`))
-    } finally {
-      await blocker.end()
-    }
+    await h.withCleanup(
+      async () => {
+        await blocker.query('BEGIN')
+        await blocker.query('SELECT pg_current_xact_id()')
+        const pid = (await blocker.query<{pid: number}>('SELECT pg_backend_pid() AS pid')).rows[0].pid
+        let settled: h.CliResult | undefined
+        const run = h.runCli(['add-node', 'node3', '-c', cfg, '--dsn', xDsn, '--yes', '--disable-on-error']).then(x => (settled = x))
+        // add-node polls the transactions holding an xid on node1 (the wait before the pause)
+        await h.waitFor(async () => {
+          if (settled) throw new Error(`add-node ended before waiting for the open transaction (exit ${settled.code}):\n${settled.stdout}\n${settled.stderr}`)
+          const w = await h.sql(servers[0], "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%''prepared:''%' AND pid <> pg_backend_pid()")
+          return w.length > 0
+        }, 'add-node to wait for the open transaction')
+        const t0 = Date.now()
+        // while it waits (long enough for the note), nothing is paused
+        await h.waitFor(async () => {
+          const off = await h.sql(servers[0], 'SELECT subname FROM pg_subscription WHERE NOT subenabled')
+          assert.deepEqual(off, [], 'nothing is paused while add-node waits for the transaction')
+          return Date.now() - t0 > 4000
+        }, 'add-node to wait a while')
+        heldMs = Date.now() - t0
+        await blocker.query('COMMIT')
+        r = await run
+        assert.match(r.stdout, new RegExp(`! node1: waiting for pid ${pid} \\(long-tx, [^)]*\\) idle in transaction since [^;]*; last query: SELECT pg_backend_pid`))
+      },
+      () => blocker.end(),
+    )
     assert.equal(r.code, 0, r.stderr + r.stdout)
     assert.doesNotMatch(r.stdout + r.stderr, /s3cr3tpw/)
     assert.match(r.stdout, /Node node3 joined cluster "shop" \(strategy copy, source node1\): 4 links streaming/)

@@ -205,14 +205,15 @@ async function eachOneMissing(server: LocalServer, privileges: Privilege[], all:
   for (const p of privileges) {
     const before = await Promise.all(all.map(s => meshObjects(s)))
     await q(server, p.revoke)
-    try {
-      const r = await run()
-      assert.equal(r.code, 11, `without ${p.what}: ${r.stderr}${r.stdout}`)
-      assert.match(r.stderr, p.refusal, `without ${p.what}: ${r.stderr}`)
-      noPassword(r)
-    } finally {
-      await q(server, p.grant)
-    }
+    await h.withCleanup(
+      async () => {
+        const r = await run()
+        assert.equal(r.code, 11, `without ${p.what}: ${r.stderr}${r.stdout}`)
+        assert.match(r.stderr, p.refusal, `without ${p.what}: ${r.stderr}`)
+        noPassword(r)
+      },
+      () => q(server, p.grant),
+    )
     assert.deepEqual(await Promise.all(all.map(s => meshObjects(s))), before, `without ${p.what}: something changed`)
   }
 }
