@@ -27,10 +27,10 @@ export async function sql<T extends pg.QueryResultRow = Record<string, unknown>>
   return withClient(s, async c => (await c.query<T>(q, params)).rows)
 }
 
-export async function startServers(majors: PgMajor[], prefix = 'node'): Promise<LocalServer[]> {
+export async function startServers(majors: PgMajor[], prefix = 'node', settings: Record<string, string | number> = {}): Promise<LocalServer[]> {
   const servers = await Promise.all(
     majors.map((major, i) =>
-      LocalServer.start({major, name: `${prefix}${i + 1}`, settings: {wal_retrieve_retry_interval: '200ms'}}),
+      LocalServer.start({major, name: `${prefix}${i + 1}`, settings: {wal_retrieve_retry_interval: '200ms', ...settings}}),
     ),
   )
   await Promise.all(servers.filter(s => s.major === 15).map(allowPlugin))

@@ -13,18 +13,10 @@
  * (native origin = none links).
  */
 import assert from 'node:assert/strict'
-import {LocalServer, stopAllStarted, type PgMajor} from '../../src/local/server.js'
+import {stopAllStarted, type LocalServer} from '../../src/local/server.js'
 import * as h from '../helpers/cluster.js'
 import {WriteLoad} from '../helpers/load.js'
 import {TableLoad, rerunUnderLoad, setTables} from '../helpers/table-load.js'
-
-const SETTINGS = {wal_retrieve_retry_interval: '200ms', max_prepared_transactions: 10}
-
-async function startServers(majors: PgMajor[]): Promise<LocalServer[]> {
-  const servers = await Promise.all(majors.map((major, i) => LocalServer.start({major, name: `node${i + 1}`, settings: SETTINGS})))
-  await Promise.all(servers.filter(s => s.major === 15).map(h.allowPlugin))
-  return servers
-}
 
 async function prepared(servers: LocalServer[]): Promise<string[]> {
   const r = await Promise.all(servers.map(s => h.sql<{gid: string}>(s, 'SELECT gid FROM pg_prepared_xacts')))
@@ -64,7 +56,7 @@ describe('tables and ddl: killed between the nodes\' commits (two-phase), then r
   let tables = ['public.departments', 'public.users']
   const writers = () => servers.map((s, i) => ({label: `node${i + 1}`, server: s, index: i + 1}))
   before(async () => {
-    servers = await startServers([16, 17, 18])
+    servers = await h.startServers([16, 17, 18], 'node', {max_prepared_transactions: 10})
     await h.createSchema(servers)
     cfg = await h.writeConfig(await h.tempDir(), servers)
     const r = await h.runCli(['init', '-c', cfg, '--yes'])

@@ -16,7 +16,8 @@ describe('tables: SIGKILL after each step of the reconcile, then re-run', functi
   let prev: string | undefined
   let round = 0
   before(async () => {
-    servers = await h.startServers([16, 17, 18])
+    // adding a table to a running mesh commits two-phase (refused without prepared transactions)
+    servers = await h.startServers([16, 17, 18], 'node', {max_prepared_transactions: 10})
     await h.createSchema(servers)
     const dir = await h.tempDir()
     cfg = await h.writeConfig(dir, servers)

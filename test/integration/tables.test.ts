@@ -19,7 +19,8 @@ describe('tables: add and remove a replicated table under load (init reconcile)'
   let dir: string
   let cfg: string
   before(async () => {
-    servers = await h.startServers([15, 15, 15])
+    // adding a table to a running mesh commits two-phase (refused without prepared transactions)
+    servers = await h.startServers([15, 15, 15], 'node', {max_prepared_transactions: 10})
     await h.createSchema(servers)
     await Promise.all(servers.map(s => h.sql(s, ITEMS)))
     // 100k rows on a non-first node
