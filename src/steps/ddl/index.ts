@@ -46,7 +46,6 @@ import {readState} from '../tables/state.js'
 import type {DdlStatement} from './classify.js'
 import {commitTogether, lockTimeoutSql} from '../tables/together.js'
 import {XID_SQL, commitPreparedSql, finishLeftovers, hasLeftovers, leftovers, noTwoPhase, plannedGid, prepareSql, resolveSql, type Leftover} from '../tables/prepared.js'
-import {twoPhaseNote} from '../tables/activate.js'
 
 export interface DdlContext {
   cfg: Config
@@ -59,6 +58,11 @@ export interface DdlContext {
   noTwoPhase: string[]
   /** prepared transactions a killed run left, and what becomes of them */
   leftovers: Leftover[]
+}
+
+/** What `ddl` prints when it has to commit one-phase. */
+export function onePhaseNote(nodes: string[]): string {
+  return `max_prepared_transactions = 0 on ${nodes.join(', ')}: the nodes commit one-phase, at once; if this run is killed between their commits, the links from the nodes that committed fail ("missing replicated column") until you re-run this command, which finishes it (ALTER SYSTEM SET max_prepared_transactions = 10 and a restart avoid that, README "Two-phase commit")`
 }
 
 /** Per node: what finishes a killed run's prepared transactions, then the statements (if still to run there). */
@@ -88,7 +92,7 @@ async function applyAll(d: DdlContext, ctx: StepContext): Promise<void> {
   const todo: string[] = []
   for (const n of d.cfg.nodes) if (!(await applied(d, ctx, n.name))) todo.push(n.name)
   if (!todo.length) return
-  if (!d.twoPhase) ctx.note(twoPhaseNote(d.noTwoPhase))
+  if (!d.twoPhase) ctx.note(onePhaseNote(d.noTwoPhase))
   const twoPhase = d.twoPhase ? {op: 'ddl' as const, fault: 'ddl-apply'} : undefined
   await commitTogether(ctx, todo, {appName: 'mmlite ddl', lockTimeoutMs: d.timeoutMs, twoPhase}, async sessions => {
     await Promise.all(

@@ -7,9 +7,10 @@
  * node are read in its own session, and every node receives, in that same transaction, the
  * rows the others hold and it lacks (under the replication origin `mmlite_copy`, so they are
  * never sent on), then
- *   ALTER PUBLICATION <cluster> ADD TABLE <added tables>; COMMIT
- * (two-phase when every node allows it: PREPARE TRANSACTION on every node, then COMMIT PREPARED
- * node by node, see ./together.ts; a killed run's prepared transactions are finished first).
+ *   ALTER PUBLICATION <cluster> ADD TABLE <added tables>; PREPARE TRANSACTION
+ * and, once every node has prepared, COMMIT PREPARED node by node (./together.ts; planning
+ * refuses unless every node can prepare, ./two-phase.ts; a killed run's prepared transactions
+ * are finished first).
  * A key held by two nodes with different rows is refused before anything commits, unless a
  * source node is named (--source/--seed) and holds the key: its row then replaces the others.
  */
@@ -110,10 +111,9 @@ async function activate(t: TablesCtx, ctx: StepContext): Promise<ActivationRepor
   if (!adds.length) return {tables: [], lockMs: 0}
   const names = t.cfg.nodes.map(n => n.name)
   ctx.progress(`locking ${adds.map(k => tableOf(k).display).join(', ')} on every node`)
-  if (!t.twoPhase) ctx.note(twoPhaseNote(t.noTwoPhase))
   try {
     const t0 = Date.now()
-    const twoPhase = t.twoPhase ? {op: 'tables' as const, fault: 'tables-activate'} : undefined
+    const twoPhase = {op: 'tables' as const, fault: 'tables-activate'}
     const report = await commitTogether(ctx, names, {appName: 'mmlite tables', lockTimeoutMs: t.timeoutMs, setup: sessionSetup(adds), twoPhase}, sessions => fill(t, adds, ctx, sessions))
     report.lockMs = Date.now() - t0
     return report
@@ -123,13 +123,13 @@ async function activate(t: TablesCtx, ctx: StepContext): Promise<ActivationRepor
   }
 }
 
-export function twoPhaseNote(nodes: string[]): string {
-  return `max_prepared_transactions = 0 on ${nodes.join(', ')}: the nodes commit at once, not two-phase; a kill between their commits cannot be finished by a re-run (set max_prepared_transactions >= 1 and restart, see README)`
-}
-
-/** A table in `<cluster>` on some nodes only, with no prepared transaction left to finish it. */
+/**
+ * A table in `<cluster>` on some nodes only, with no prepared transaction left to finish it: an
+ * older mmlite committed one-phase and was killed between the commits, or someone finished a
+ * prepared transaction of ours by hand.
+ */
 export function partialError(names: string[]): MmliteError {
-  return new MmliteError(`${names.join(', ')}: replicated from some nodes only; an earlier run was killed between the nodes' commits and left no prepared transaction to finish`, {
+  return new MmliteError(`${names.join(', ')}: replicated from some nodes only, and no prepared transaction is left to finish it (an earlier run was killed between one-phase commits, or a prepared transaction of mmlite was committed or rolled back by hand)`, {
     code: ExitCode.Preflight,
     suggestions: [
       `Take it out of tables: and run \`mmlite init\` (it stops being replicated, data stays), make its contents identical on every node (or empty it on all nodes but one), then put it back and run \`mmlite init\` again.`,
@@ -223,7 +223,7 @@ function activationSql(t: TablesCtx, node: string): string[] {
   return [
     ...finish,
     'BEGIN',
-    ...(t.twoPhase ? [XID_SQL] : []),
+    XID_SQL,
     lockTimeoutSql(t.timeoutMs),
     ...sessionSetup(t.work.adds),
     `-- once every node holds its lock: rows the other nodes hold and ${node} lacks, if any, under origin ${COPY_ORIGIN} (never sent on):`,
@@ -231,7 +231,9 @@ function activationSql(t: TablesCtx, node: string): string[] {
     ...(t.source ? t.work.adds.map(k => updateSql(tableOf(k).qualified, ['…'], ['<key>'])) : []),
     ...t.work.adds.map(k => insertSql(tableOf(k).qualified, ['…'])),
     addTablesSql(t.cfg.cluster, t.work.adds),
-    ...(t.twoPhase ? [prepareSql(gid), '-- once every node has prepared, node by node:', commitPreparedSql(gid)] : ['COMMIT']),
+    prepareSql(gid),
+    '-- once every node has prepared, node by node:',
+    commitPreparedSql(gid),
   ]
 }
 

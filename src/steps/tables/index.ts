@@ -59,18 +59,20 @@
  *
  * Killed: before tables-activate prepares, every change so far is idempotent and nothing of t
  * flows (the locks die with the sessions, their transactions roll back); the re-run redoes the
- * activation from the nodes' current rows. The activation's transactions are two-phase when
- * every node allows prepared transactions (max_prepared_transactions >= 1): PREPAREd on every
- * node, then COMMIT PREPARED node by node (./together.ts, ./prepared.ts). Killed between two
+ * activation from the nodes' current rows. The activation's transactions are two-phase:
+ * PREPAREd on every node, then COMMIT PREPARED node by node (./together.ts, ./prepared.ts);
+ * planning refuses (exit 11, nothing changed) unless every node can prepare one
+ * (max_prepared_transactions >= 1 and a slot free, ./two-phase.ts). Killed between two
  * commits, the nodes that have not committed keep their prepared transaction and its lock on
  * t, so the mesh is in the state the argument above covers, only with their K_B later: every
  * change committed since on a committed node A waits at B's apply worker for B's lock (t is
  * known to B), B's writers of t wait too, nothing of t is applied or written on B before B's
  * copy commits. The re-run commits the prepared transactions that are left (or rolls them
- * back when no node had committed yet, then activates again from the current rows). Without
- * prepared transactions the commits are sent at once; a kill between them leaves t in
- * `<cluster>` on some nodes only and the re-run refuses to guess (README "init: reconcile
- * tables").
+ * back when no node had committed yet, then activates again from the current rows). One-phase
+ * commits cannot be finished so: a kill between them would leave t in `<cluster>` on some nodes
+ * only, the others' writes to t since never sent and their deletes untraceable, hence the
+ * requirement. Such a state (left by an mmlite that still committed one-phase, or by a prepared
+ * transaction finished by hand) is refused, naming the table (./activate.ts partialError).
  */
 import type {Config} from '../../config/config.js'
 import type {Cluster} from '../../cluster/cluster.js'
@@ -80,7 +82,8 @@ import {classify, keyOf, readState, tableOf, type NodeState, type TableWork} fro
 import {stageStep, unpublishStep, unstageStep} from './publications.js'
 import {drainStep, subscriptionsStep} from './subscriptions.js'
 import {activateStep, partialError, type ActivationReport} from './activate.js'
-import {leftovers, noTwoPhase, type Leftover} from './prepared.js'
+import {leftovers, type Leftover} from './prepared.js'
+import {requireTwoPhase} from './two-phase.js'
 
 export interface TablesCtx {
   cfg: Config
@@ -90,9 +93,6 @@ export interface TablesCtx {
   /** where nodes hold different rows under one key, this node's row wins (init --source/--seed) */
   source?: string
   activation?: ActivationReport
-  /** every node allows prepared transactions: the activation commits two-phase */
-  twoPhase: boolean
-  noTwoPhase: string[]
   /** prepared transactions a killed run left, and what becomes of them */
   leftovers: Leftover[]
 }
@@ -133,8 +133,8 @@ export async function planTables(cfg: Config, cluster: Cluster, timeoutMs: numbe
       suggestions: ['Run `mmlite status`; finish or re-run the operation that paused it, or `mmlite skip-tx` for a stuck link, then re-run.'],
     })
   }
-  const without = await noTwoPhase(cluster, cfg.nodes.map(n => n.name))
-  const ctx: TablesCtx = {cfg, state, work, timeoutMs, source, twoPhase: without.length === 0, noTwoPhase: without, leftovers: left}
+  if (work.adds.length) await requireTwoPhase(cluster, cfg.nodes.map(n => n.name), work.adds.map(k => tableOf(k).display).join(', '), left)
+  const ctx: TablesCtx = {cfg, state, work, timeoutMs, source, leftovers: left}
   return {ctx, steps: buildTableSteps(ctx)}
 }
 

@@ -51,16 +51,30 @@ export const rollbackPreparedSql = (gid: string) => `ROLLBACK PREPARED ${ql(gid)
 export const plannedGid = (cluster: string, op: Op) => `${gidPrefix(cluster, op)}<index>-<xid> of each node`
 
 export const XID_SQL = 'SELECT pg_catalog.txid_current()::pg_catalog.text AS xid'
-const MAX_PREPARED_SQL = "SELECT pg_catalog.current_setting('max_prepared_transactions')::pg_catalog.int4 AS n"
+// every database's prepared transactions count against the server's max_prepared_transactions
+const CAPACITY_SQL = `SELECT pg_catalog.current_setting('max_prepared_transactions')::pg_catalog.int4 AS max,
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_xacts)::pg_catalog.int4 AS held`
 const PREPARED_SQL = `SELECT x.gid::pg_catalog.text AS gid FROM pg_catalog.pg_prepared_xacts x
  WHERE x.database = pg_catalog.current_database() AND pg_catalog.starts_with(x.gid, $1::pg_catalog.text)`
 // txid_status exists from PostgreSQL 10 on; starts_with from 11
 const STATUS_SQL = 'SELECT pg_catalog.txid_status($1::pg_catalog.int8)::pg_catalog.text AS status'
 
+export interface PreparedCapacity {
+  /** max_prepared_transactions */
+  max: number
+  /** prepared transactions the server holds now (every database) */
+  held: number
+}
+
+export async function preparedCapacity(cluster: Cluster, nodes: string[]): Promise<Map<string, PreparedCapacity>> {
+  const caps = await Promise.all(nodes.map(async x => (await cluster.node(x).one<PreparedCapacity>(CAPACITY_SQL))!))
+  return new Map(nodes.map((x, i) => [x, caps[i]]))
+}
+
 /** nodes among `nodes` that cannot prepare transactions (max_prepared_transactions = 0) */
 export async function noTwoPhase(cluster: Cluster, nodes: string[]): Promise<string[]> {
-  const n = await Promise.all(nodes.map(async x => (await cluster.node(x).one<{n: number}>(MAX_PREPARED_SQL))!.n))
-  return nodes.filter((_, i) => n[i] === 0)
+  const caps = await preparedCapacity(cluster, nodes)
+  return nodes.filter(x => caps.get(x)!.max === 0)
 }
 
 /** some node still holds a prepared transaction of `op` of this cluster */

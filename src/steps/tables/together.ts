@@ -4,11 +4,12 @@
  * sessions die with the process). Used by the table activation (./activate.ts) and by
  * `mmlite ddl` (../ddl/index.ts).
  *
- * With `twoPhase` (every node allows prepared transactions) the transactions are PREPAREd on
- * every node, then COMMIT PREPARED one node after the other: a kill between two commits
- * leaves the other nodes prepared, locks held, and the re-run commits them (./prepared.ts).
- * Without it they are committed at once, and a kill between two COMMITs leaves the nodes
- * disagreeing (README "Two-phase commit").
+ * With `twoPhase` (always for the table activation; for `ddl` when every node allows prepared
+ * transactions) the transactions are PREPAREd on every node, then COMMIT PREPARED one node
+ * after the other: a kill between two commits leaves the other nodes prepared, locks held,
+ * and the re-run commits them (./prepared.ts). Without it (`ddl` only) they are committed at
+ * once, and a kill between two COMMITs leaves the nodes disagreeing until the re-run
+ * (README "Two-phase commit").
  */
 import type pg from 'pg'
 import {escapeLiteral as ql} from '../../db/quote.js'
