@@ -11,6 +11,8 @@ import {checkSequences, residues, strideFor, groupSequences} from '../../src/ste
 import {checkWal, suggestedKeepSize} from '../../src/steps/doctor/checks/wal.js'
 import {checkOrphans} from '../../src/steps/doctor/checks/orphans.js'
 import {checkSubscriptions} from '../../src/steps/doctor/checks/subscriptions.js'
+import {STALE_PREPARED_S, checkPrepared} from '../../src/steps/doctor/checks/prepared.js'
+import {lockSlotName} from '../../src/engine/lock.js'
 import {exitCodeForDoctor, healthOf, runChecks} from '../../src/steps/doctor/doctor.js'
 import type {DoctorInput, NodeFacts, SequenceFact} from '../../src/steps/doctor/types.js'
 
@@ -41,6 +43,8 @@ function facts(name: string, over: Partial<NodeFacts> = {}): NodeFacts {
     tables: [{table: 'public.users', qualified: '"public"."users"', exists: true, replident: 'd', has_pk: true, has_identity_index: false}],
     shapes: [],
     sequences: [],
+    maxPreparedTransactions: 10,
+    prepared: [],
     ...over,
   }
 }
@@ -168,6 +172,50 @@ describe('doctor checks', () => {
     const active = checkOrphans(input({a: {slots: [{...extra[0], active: true}]}}))
     assert.equal(active[0].autoFix, undefined)
     assert.match(active[0].fix, /pg_terminate_backend/)
+  })
+
+  it('prepared: a killed mmlite run\'s prepared transaction is critical on its node, naming the command to re-run (init for tables, the same ddl for ddl)', () => {
+    const gid = 'mmlite:tables:shop:0-740.1-741.2-742'
+    const f = checkPrepared(input({b: {prepared: [{gid, database: 'd', owner: 'postgres', age_seconds: 3}]}}))
+    assert.equal(f.length, 1, JSON.stringify(f))
+    assert.deepEqual([f[0].check, f[0].severity, f[0].node, f[0].object], ['prepared', 'critical', 'b', `prepared transaction ${gid}`])
+    assert.match(f[0].message, /left by a killed mmlite init \(adding tables\) run: it holds its locks .* and its xmin/)
+    assert.match(f[0].fix, /^Re-run `mmlite init`/)
+    assert.match(f[0].fix, /Do not COMMIT PREPARED or ROLLBACK PREPARED it by hand/)
+    const ddl = 'mmlite:ddl:shop:0-9.1-10.2-11'
+    const unfinished = [{key: 'ddl', command: 'ddl', startedAt: 'now', values: {statements: ['ALTER TABLE public.users ADD COLUMN note text']}}]
+    const d = checkPrepared(input({a: {prepared: [{gid: ddl, database: 'd', owner: 'postgres', age_seconds: 3}]}}, unfinished))
+    assert.deepEqual(d.map(x => [x.severity, x.node]), [['critical', 'a']])
+    assert.match(d[0].fix, /^Re-run the same `mmlite ddl …` command \(its statements: ALTER TABLE public\.users ADD COLUMN note text\)/)
+    // the whole report: critical health
+    const all = runChecks(input({b: {prepared: [{gid, database: 'd', owner: 'postgres', age_seconds: 3}]}}))
+    assert.equal(healthOf(input().nodes, all), 'critical')
+    // while a run holds the cluster lock, its fresh prepared transaction is only info; an old one is still critical
+    const lock = {slot_name: lockSlotName('shop'), plugin: null, slot_type: 'physical', active: true, wal_status: null, safe_wal_size: null, retained_bytes: null}
+    const busy = (age: number) => checkPrepared(input({b: {prepared: [{gid, database: 'd', owner: 'postgres', age_seconds: age}], slots: [...facts('b').slots, lock]}}))
+    assert.deepEqual(busy(1).map(x => x.severity), ['info'])
+    assert.deepEqual(busy(600).map(x => x.severity), ['critical'])
+  })
+
+  it('prepared: any other prepared transaction is a warning once older than a few minutes (locks, xmin), with the SQL to finish it', () => {
+    const x = (age: number) => ({gid: "app'42", database: 'shopdb', owner: 'app', age_seconds: age})
+    assert.deepEqual(checkPrepared(input({c: {prepared: [x(STALE_PREPARED_S - 1)]}})), [])
+    const f = checkPrepared(input({c: {prepared: [x(STALE_PREPARED_S + 60)]}}))
+    assert.deepEqual(f.map(y => [y.check, y.severity, y.node]), [['prepared', 'warning', 'c']])
+    assert.match(f[0].message, /prepared transaction app'42 on c \(database shopdb, owner app\) has been prepared for 6m0s: it holds its locks and its xmin/)
+    assert.match(f[0].fix, /in database shopdb on c: COMMIT PREPARED 'app''42'; or ROLLBACK PREPARED 'app''42';/)
+    // another cluster's mmlite transaction: critical, with that cluster's command
+    const o = checkPrepared(input({a: {prepared: [{gid: 'mmlite:tables:other:0-1.1-2', database: 'd', owner: 'postgres', age_seconds: 1}]}}))
+    assert.deepEqual(o.map(y => y.severity), ['critical'])
+    assert.match(o[0].fix, /mmlite\.yaml of cluster other/)
+  })
+
+  it('prepared: max_prepared_transactions = 0 is an info finding: adding tables will need it (restart)', () => {
+    const f = checkPrepared(input({a: {maxPreparedTransactions: 0}}))
+    assert.deepEqual(f.map(x => [x.check, x.severity, x.node, x.object]), [['prepared', 'info', 'a', 'max_prepared_transactions']])
+    assert.match(f[0].message, /adding a table to tables: \(`mmlite init`\) is refused until it is at least 1/)
+    assert.match(f[0].fix, /^ALTER SYSTEM SET max_prepared_transactions = 10;  -- then restart PostgreSQL on a$/)
+    assert.equal(healthOf(input().nodes, runChecks(input({a: {maxPreparedTransactions: 0}}))), 'ok')
   })
 
   it('health: unknown when no node could be read; an unreachable node is critical', () => {

@@ -10,7 +10,7 @@ import {MmliteError} from '../../errors.js'
 import {parseLibraryList} from '../../cluster/capabilities.js'
 import {sleep} from '../../util/poll.js'
 import {readShapes} from '../../cluster/drift.js'
-import type {NodeFacts, NodeResult, SequenceFact, SlotFact, SubFact, TableFact} from './types.js'
+import type {NodeFacts, NodeResult, PreparedFact, SequenceFact, SlotFact, SubFact, TableFact} from './types.js'
 
 const SETTINGS_SQL = `
 SELECT pg_catalog.current_setting('server_version_num')::int AS version_num,
@@ -19,7 +19,12 @@ SELECT pg_catalog.current_setting('server_version_num')::int AS version_num,
        pg_catalog.pg_is_in_recovery() AS in_recovery,
        (SELECT s.setting FROM pg_catalog.pg_settings s WHERE s.name = 'max_slot_wal_keep_size') AS max_slot_wal_keep_size,
        pg_catalog.current_setting('track_commit_timestamp')::bool AS track_commit_timestamp,
-       (SELECT s.setting FROM pg_catalog.pg_settings s WHERE s.name = 'output_plugin_libraries') AS output_plugin_libraries`
+       (SELECT s.setting FROM pg_catalog.pg_settings s WHERE s.name = 'output_plugin_libraries') AS output_plugin_libraries,
+       pg_catalog.current_setting('max_prepared_transactions')::pg_catalog.int4 AS max_prepared_transactions`
+
+const PREPARED_SQL = `SELECT x.gid::pg_catalog.text AS gid, x.database::pg_catalog.text AS database, x.owner::pg_catalog.text AS owner,
+       pg_catalog.date_part('epoch'::pg_catalog.text, pg_catalog.clock_timestamp() - x.prepared)::pg_catalog.float8 AS age_seconds
+  FROM pg_catalog.pg_prepared_xacts x ORDER BY x.prepared`
 
 const LSN_SQL = `SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn()
                  ELSE pg_catalog.pg_current_wal_lsn() END::pg_catalog.text AS lsn, pg_catalog.clock_timestamp() AS t`
@@ -144,6 +149,7 @@ async function readNode(cfg: Config, c: NodeConn, opts: CollectOptions): Promise
   const tables = await c.query<{ord: string; exists: boolean; replident: string | null; has_pk: boolean; has_identity_index: boolean}>(TABLES_SQL, [schemas, names])
   const sequences = await readSequences(c, cfg, schemas, names)
   const shapes = await readShapes(c, cfg.tables)
+  const prepared = await c.query<PreparedFact>(PREPARED_SQL)
   const left = opts.sampleMs - (Date.now() - t0)
   if (left > 0) await sleep(left)
   const second = (await c.one<{lsn: string | null; t: Date}>(LSN_SQL))!
@@ -184,6 +190,8 @@ async function readNode(cfg: Config, c: NodeConn, opts: CollectOptions): Promise
     tables: tables.map((t): TableFact => ({table: cfg.tables[Number(t.ord) - 1].display, qualified: cfg.tables[Number(t.ord) - 1].qualified, exists: t.exists, replident: t.replident, has_pk: t.has_pk, has_identity_index: t.has_identity_index})),
     shapes,
     sequences,
+    maxPreparedTransactions: s.max_prepared_transactions as number,
+    prepared: prepared.map(x => ({...x, age_seconds: Number(x.age_seconds)})),
   }
 }
 

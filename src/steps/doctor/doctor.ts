@@ -17,6 +17,7 @@ import {collectDoctor} from './collect.js'
 import {checkDrift} from './checks/drift.js'
 import {checkMinors} from './checks/minors.js'
 import {checkOrphans} from './checks/orphans.js'
+import {checkPrepared} from './checks/prepared.js'
 import {checkSequences} from './checks/sequences.js'
 import {checkSettings} from './checks/settings.js'
 import {checkSubscriptions} from './checks/subscriptions.js'
@@ -59,6 +60,7 @@ export function runChecks(input: DoctorInput): Finding[] {
     ...checkSettings(input),
     ...checkMinors(input),
     ...checkOrphans(input),
+    ...checkPrepared(input),
   ]
   return findings.sort((a, b) => ORDER[a.severity] - ORDER[b.severity])
 }
@@ -95,7 +97,7 @@ export interface DoctorOptions {
 }
 
 export async function runDoctor(cfg: Config, opts: DoctorOptions): Promise<DoctorResult> {
-  const unfinished = readUnfinished(cfg).map(u => ({key: u.key, command: u.command, startedAt: u.startedAt}))
+  const unfinished = readUnfinished(cfg).map(u => ({key: u.key, command: u.command, startedAt: u.startedAt, values: u.values}))
   const nodes = await collectDoctor(cfg, {connectTimeoutMs: opts.connectTimeoutMs, sampleMs: opts.sampleMs})
   const input: DoctorInput = {cfg, nodes, unfinished}
   const findings = runChecks(input)

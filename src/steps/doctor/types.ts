@@ -11,7 +11,7 @@ export type Severity = 'critical' | 'warning' | 'info'
 export type AutoFix = 'stagger-sequences' | 'drop-orphan-slot' | 'reset-counters'
 
 export interface Finding {
-  /** stable id of the check that produced it (tables, sequences, wal, slots, subscriptions, settings, minors, orphans, journal) */
+  /** stable id of the check that produced it (tables, sequences, wal, slots, subscriptions, settings, minors, orphans, journal, prepared) */
   check: string
   severity: Severity
   /** the node it is about; null for cluster-wide findings */
@@ -82,6 +82,15 @@ export interface SequenceFact {
   column_max?: string | null
 }
 
+export interface PreparedFact {
+  gid: string
+  /** the database it was prepared in (pg_prepared_xacts lists every database's) */
+  database: string
+  owner: string
+  /** seconds since PREPARE TRANSACTION */
+  age_seconds: number
+}
+
 export interface NodeFacts {
   name: string
   versionNum: number
@@ -104,6 +113,10 @@ export interface NodeFacts {
   /** columns, primary key and replica identity of each replicated table (null: missing), for drift */
   shapes: (TableShape | null)[]
   sequences: SequenceFact[]
+  /** max_prepared_transactions */
+  maxPreparedTransactions: number
+  /** prepared transactions of the server (every database), oldest first */
+  prepared: PreparedFact[]
 }
 
 export interface NodeResult {
@@ -117,5 +130,5 @@ export interface DoctorInput {
   cfg: Config
   nodes: NodeResult[]
   /** unfinished operations from the journal */
-  unfinished: Array<{key: string; command: string; startedAt: string}>
+  unfinished: Array<{key: string; command: string; startedAt: string; values?: Record<string, unknown>}>
 }
