@@ -6,7 +6,8 @@
  *   - the first `init` works without prepared transactions (its seed copy is another path);
  *   - adding a table is refused before anything changes (exit 11), naming every node that
  *     cannot prepare and the fix; publications, subscriptions and rows are unchanged on every
- *     node; `doctor` says so per node (info); `ddl` still runs, one-phase, with its note;
+ *     node; `doctor` says so per node (info); `ddl` still runs, one-phase, with its note,
+ *     unless a kill between its commits could not be finished (disable_on_error, --force);
  *   - with the setting (node2, node3 restarted, node1's slot freed) the same `init` adds the
  *     table while every node writes to it and to public.users: every node converges on exactly
  *     the acknowledged writes and the seeded rows; no prepared transaction is left.
@@ -64,6 +65,21 @@ describe('tables: adding a table requires two-phase commit (max_prepared_transac
     const info = h.parseJson<DoctorResult>(doc).findings.filter(f => f.check === 'prepared')
     assert.deepEqual(info.map(f => [f.severity, f.node, f.object]), [['info', 'node2', 'max_prepared_transactions'], ['info', 'node3', 'max_prepared_transactions']], JSON.stringify(info))
 
+    // ddl keeps its one-phase commit where a re-run could finish a kill between the commits, and
+    // refuses where it could not: a link that stops on an error, a statement with no catalog check
+    await h.sql(servers[1], 'ALTER SUBSCRIPTION shop_node1_node2 SET (disable_on_error = true)')
+    const doe = await h.runCli(['ddl', '-c', cfg, 'CREATE INDEX users_name_idx ON public.users (name)', '--yes'])
+    assert.equal(doe.code, 11, doe.stderr + doe.stdout)
+    assert.match(doe.stderr, /max_prepared_transactions = 0 on node2, node3: the nodes would commit one-phase, and a kill between their commits could not be finished by a re-run; refused, nothing was changed/)
+    assert.match(doe.stderr, /disable_on_error is on for shop_node1_node2 on node2/)
+    await h.sql(servers[1], 'ALTER SUBSCRIPTION shop_node1_node2 SET (disable_on_error = false)')
+    const forced = await h.runCli(['ddl', '-c', cfg, 'ALTER TABLE public.users DROP COLUMN updated_by', '--force', '--yes'])
+    assert.equal(forced.code, 11, forced.stderr + forced.stdout)
+    assert.match(forced.stderr, /ALTER TABLE public\.users DROP COLUMN updated_by: no catalog check tells whether a node already ran it/)
+    for (const s of servers) {
+      assert.equal((await h.sql(s, "SELECT 1 FROM pg_indexes WHERE indexname = 'users_name_idx'")).length, 0, s.name)
+      assert.equal((await h.sql(s, "SELECT 1 FROM pg_attribute WHERE attrelid = 'public.users'::regclass AND attname = 'updated_by' AND NOT attisdropped")).length, 1, s.name)
+    }
     // ddl keeps its one-phase commit, and says what a kill would leave
     const ddl = await h.runCli(['ddl', '-c', cfg, 'CREATE INDEX users_name_idx ON public.users (name)', '--yes'])
     assert.equal(ddl.code, 0, ddl.stderr + ddl.stdout)

@@ -28,7 +28,8 @@
  *       participants' transaction status). Without prepared transactions the COMMITs are sent
  *       at once and such a kill breaks the links from the committed nodes until the re-run,
  *       which finishes the other nodes (statements already applied on a node, by catalog
- *       check or journal, are not run there again).
+ *       check or journal, are not run there again); refused when the re-run could not finish
+ *       (a link with disable_on_error, a statement without a catalog check: ./one-phase.ts).
  *   ddl-wait-streaming   every link streams.
  * Destructive statements (see ./classify.ts) are refused unless --force; with --force they run
  * the same way, and what the other nodes still send with the old shape may stop a link until
@@ -44,6 +45,7 @@ import {MmliteError, ExitCode, errorMessage} from '../../errors.js'
 import {makeEdge, waitStreamingActions} from '../mesh.js'
 import {readState} from '../tables/state.js'
 import type {DdlStatement} from './classify.js'
+import {onePhaseNote, refuseUnfinishableOnePhase} from './one-phase.js'
 import {commitTogether, lockTimeoutSql} from '../tables/together.js'
 import {XID_SQL, commitPreparedSql, finishLeftovers, hasLeftovers, leftovers, noTwoPhase, plannedGid, prepareSql, resolveSql, type Leftover} from '../tables/prepared.js'
 
@@ -58,11 +60,6 @@ export interface DdlContext {
   noTwoPhase: string[]
   /** prepared transactions a killed run left, and what becomes of them */
   leftovers: Leftover[]
-}
-
-/** What `ddl` prints when it has to commit one-phase. */
-export function onePhaseNote(nodes: string[]): string {
-  return `max_prepared_transactions = 0 on ${nodes.join(', ')}: the nodes commit one-phase, at once; if this run is killed between their commits, the links from the nodes that committed fail ("missing replicated column") until you re-run this command, which finishes it (ALTER SYSTEM SET max_prepared_transactions = 10 and a restart avoid that, README "Two-phase commit")`
 }
 
 /** Per node: what finishes a killed run's prepared transactions, then the statements (if still to run there). */
@@ -190,6 +187,7 @@ export async function runDdl(cfg: Config, opts: DdlOptions): Promise<DdlResult> 
     const names = cfg.nodes.map(n => n.name)
     const edges = names.flatMap(a => names.filter(b => b !== a).map(b => makeEdge(cfg, a, b, versions)))
     const without = await noTwoPhase(cluster, names)
+    await refuseUnfinishableOnePhase(cfg, cluster, versions, without, opts.statements)
     const left = await leftovers(cfg, cluster, 'ddl', opts.timeoutMs)
     const d: DdlContext = {cfg, statements: opts.statements, timeoutMs: opts.timeoutMs, recorded: unfinished?.op.values ?? {}, twoPhase: without.length === 0, noTwoPhase: without, leftovers: left}
     const steps: Step[] = [applyStep(d), {id: 'ddl-wait-streaming', title: 'Wait until every link streams', actions: waitStreamingActions(edges, opts.timeoutMs)}]
