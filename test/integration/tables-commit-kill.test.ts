@@ -9,7 +9,9 @@
  * Every node keeps writing to public.users and to the table concerned throughout. Checked:
  * between the kill and the re-run no link fails (no apply error on any node); after the
  * re-run every node holds exactly the acknowledged writes of every table, the seeded rows of
- * the new table included, and no prepared transaction is left. PostgreSQL 16, 17 and 18
+ * the new table included, and no prepared transaction is left. `mmlite doctor` reports the
+ * prepared transactions a kill after the first COMMIT PREPARED left (critical on each node,
+ * naming the command to re-run) and nothing once the re-run finished. PostgreSQL 16, 17 and 18
  * (native origin = none links).
  */
 import assert from 'node:assert/strict'
@@ -17,6 +19,7 @@ import {stopAllStarted, type LocalServer} from '../../src/local/server.js'
 import * as h from '../helpers/cluster.js'
 import {WriteLoad} from '../helpers/load.js'
 import {TableLoad, rerunUnderLoad, setTables} from '../helpers/table-load.js'
+import type {DoctorResult} from '../../src/steps/doctor/doctor.js'
 
 async function prepared(servers: LocalServer[]): Promise<string[]> {
   const r = await Promise.all(servers.map(s => h.sql<{gid: string}>(s, 'SELECT gid FROM pg_prepared_xacts')))
@@ -36,6 +39,24 @@ async function published(s: LocalServer, table: string): Promise<boolean> {
 
 async function hasColumn(s: LocalServer, table: string, col: string): Promise<boolean> {
   return (await h.sql(s, 'SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass AND attname = $2 AND NOT attisdropped', [table, col])).length === 1
+}
+
+/** doctor's prepared-transaction findings: severity, node, fix */
+async function doctorPrepared(cfg: string): Promise<Array<{severity: string; node: string | null; object: string; fix: string}>> {
+  const r = await h.runCli(['doctor', '-c', cfg, '--json', '--sample', '0'])
+  return h.parseJson<DoctorResult>(r).findings.filter(f => f.check === 'prepared')
+}
+
+/** doctor reports the killed run's prepared transaction as critical on each node still holding it, naming the command that finishes it */
+async function doctorSeesLeftovers(cfg: string, nodes: string[], fix: RegExp): Promise<void> {
+  let last: Awaited<ReturnType<typeof doctorPrepared>> = []
+  // (the killed run's lock sessions end a moment after it: until then the transaction counts as in flight)
+  await h.waitFor(async () => (last = await doctorPrepared(cfg)).filter(f => f.severity === 'critical').length === nodes.length, `doctor to report the prepared transactions on ${nodes.join(', ')}: ${JSON.stringify(last)}`)
+  assert.deepEqual(last.map(f => [f.severity, f.node]), nodes.map(n => ['critical', n]), JSON.stringify(last))
+  for (const f of last) {
+    assert.match(f.object, /^prepared transaction mmlite:(tables|ddl):shop:/)
+    assert.match(f.fix, fix)
+  }
 }
 
 async function noApplyErrors(servers: LocalServer[]): Promise<void> {
@@ -85,6 +106,7 @@ describe('tables and ddl: killed between the nodes\' commits (two-phase), then r
         if (point.endsWith('committed-1')) {
           assert.deepEqual(pub, [true, false, false], `node1 committed, the others not: ${left.join(', ')}`)
           assert.equal(left.length, 2, `node2 and node3 still prepared: ${left.join(', ')}`)
+          await doctorSeesLeftovers(cfg, ['node2', 'node3'], /^Re-run `mmlite init`/)
         } else {
           assert.deepEqual(pub, [false, false, false])
           assert.equal(left.length, point.endsWith('prepared-1') ? 1 : 3, left.join(', '))
@@ -102,6 +124,7 @@ describe('tables and ddl: killed between the nodes\' commits (two-phase), then r
       }, ['init', '-c', cfg, '--yes'])
       await noApplyErrors(servers)
       assert.deepEqual(await prepared(servers), [], 'no prepared transaction left')
+      assert.deepEqual(await doctorPrepared(cfg), [], 'doctor: no prepared transaction left')
       assert.deepEqual(await Promise.all(servers.map(s => published(s, table))), [true, true, true])
       const idle = await h.runCli(['init', '-c', cfg, '--yes'])
       assert.match(idle.stdout, /already initialized/)
@@ -136,6 +159,7 @@ describe('tables and ddl: killed between the nodes\' commits (two-phase), then r
         assert.equal(killed.signal, 'SIGKILL', `expected the run to die at ${point}\n${killed.stdout}\n${killed.stderr}`)
         const cols = await Promise.all(servers.map(s => hasColumn(s, table, col)))
         assert.deepEqual(cols, point.endsWith('committed-1') ? [true, false, false] : [false, false, false])
+        if (point.endsWith('committed-1')) await doctorSeesLeftovers(cfg, ['node2', 'node3'], new RegExp(`^Re-run the same \`mmlite ddl …\` command \\(its statements: ${stmt}\\)`))
         // node1 (if committed) goes on writing rows that carry the new column: no link fails
         await items.progress(5)
         await new Promise(r => setTimeout(r, 1500))
@@ -149,6 +173,7 @@ describe('tables and ddl: killed between the nodes\' commits (two-phase), then r
       assert.ok(notes[0][0].n > 0 && notes.every(x => x[0].n === notes[0][0].n), `rows written with the new column everywhere: ${JSON.stringify(notes)}`)
       await noApplyErrors(servers)
       assert.deepEqual(await prepared(servers), [], 'no prepared transaction left')
+      assert.deepEqual(await doctorPrepared(cfg), [], 'doctor: no prepared transaction left')
     })
   }
 
