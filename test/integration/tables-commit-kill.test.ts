@@ -51,7 +51,9 @@ async function doctorPrepared(cfg: string): Promise<Array<{severity: string; nod
 async function doctorSeesLeftovers(cfg: string, nodes: string[], fix: RegExp): Promise<void> {
   let last: Awaited<ReturnType<typeof doctorPrepared>> = []
   // (the killed run's lock sessions end a moment after it: until then the transaction counts as in flight)
-  await h.waitFor(async () => (last = await doctorPrepared(cfg)).filter(f => f.severity === 'critical').length === nodes.length, `doctor to report the prepared transactions on ${nodes.join(', ')}: ${JSON.stringify(last)}`)
+  await h.waitFor(async () => (last = await doctorPrepared(cfg)).filter(f => f.severity === 'critical').length === nodes.length, `doctor to report the prepared transactions on ${nodes.join(', ')}`).catch(e => {
+    throw new Error(`${(e as Error).message}; doctor said: ${JSON.stringify(last)}`)
+  })
   assert.deepEqual(last.map(f => [f.severity, f.node]), nodes.map(n => ['critical', n]), JSON.stringify(last))
   for (const f of last) {
     assert.match(f.object, /^prepared transaction mmlite:(tables|ddl):shop:/)
