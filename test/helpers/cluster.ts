@@ -27,6 +27,7 @@ export async function sql<T extends pg.QueryResultRow = Record<string, unknown>>
   return withClient(s, async c => (await c.query<T>(q, params)).rows)
 }
 
+/** `settings`: extra postgresql.conf settings for every server (e.g. max_prepared_transactions for adding tables). */
 export async function startServers(majors: PgMajor[], prefix = 'node', settings: Record<string, string | number> = {}): Promise<LocalServer[]> {
   const servers = await Promise.all(
     majors.map((major, i) =>
