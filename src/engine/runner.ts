@@ -6,9 +6,9 @@
  * Rendering: listr2 on a TTY (live progress), plain lines otherwise, nothing with --json.
  */
 import {Listr} from 'listr2'
-import type {Action, PlannedSql, Step, StepContext, StepReport} from './types.js'
+import type {Action, PlannedSql, ProcedureOptions, Step, StepContext, StepReport} from './types.js'
 
-export type RenderMode = 'tty' | 'plain' | 'silent'
+export type RenderMode = ProcedureOptions['mode']
 
 export interface RunOptions {
   dryRun: boolean

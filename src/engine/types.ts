@@ -55,3 +55,16 @@ export interface StepReport {
   sql: PlannedSql[]
   ms: number
 }
+
+/**
+ * What every mutating procedure (init, add-node, remove-node, ddl) takes from its command:
+ * dry run, connect timeout, how progress is rendered, and the confirmation seam.
+ */
+export interface ProcedureOptions<Info = never> {
+  dryRun: boolean
+  connectTimeoutMs: number
+  mode: 'tty' | 'plain' | 'silent'
+  write?: (line: string) => void
+  /** called with the plan before anything changes; throw to cancel */
+  confirm: [Info] extends [never] ? (plan: StepReport[]) => Promise<void> : (plan: StepReport[], info: Info) => Promise<void>
+}

@@ -20,8 +20,8 @@ import {edgeName, objectNameCollisions, publicationName} from '../cluster/naming
 import {Cluster} from '../cluster/cluster.js'
 import {Journal} from '../engine/journal.js'
 import {ClusterLock} from '../engine/lock.js'
-import {planSteps, runSteps, type RenderMode} from '../engine/runner.js'
-import type {StepReport} from '../engine/types.js'
+import {planSteps, runSteps} from '../engine/runner.js'
+import type {ProcedureOptions, StepReport} from '../engine/types.js'
 import {MmliteError, ExitCode} from '../errors.js'
 import {preflight, preflightError, type Problem} from './preflight.js'
 import {edgesOfNode} from './mesh.js'
@@ -32,20 +32,14 @@ import {waitRunningXactsEnd} from './add-node/source-xacts.js'
 
 export const STRATEGIES: Record<AddStrategy, StrategyModule> = {copy: copyStrategy, standby: standbyStrategy}
 
-export interface AddNodeOptions {
+export interface AddNodeOptions extends ProcedureOptions {
   name: string
   dsn: string
   peerDsn?: string
   source?: string
   strategy?: AddStrategy
-  dryRun: boolean
   timeoutMs: number
-  connectTimeoutMs: number
   jobs: number
-  mode: RenderMode
-  write?: (line: string) => void
-  /** called with the plan before anything changes; throw to cancel */
-  confirm: (plan: StepReport[]) => Promise<void>
 }
 
 export interface AddNodeResult {

@@ -20,13 +20,13 @@
  * subscription with copy_data = false.
  */
 import type {Config} from '../config/config.js'
-import type {Step} from '../engine/types.js'
+import type {ProcedureOptions, Step} from '../engine/types.js'
 import {disableOnErrorAction, makeEdge, streamingAction, publicationAction, slotAction, subscriptionAction, waitStreamingActions, waitSyncAction, type Edge} from './mesh.js'
 import {MmliteError, ExitCode} from '../errors.js'
 import {Cluster} from '../cluster/cluster.js'
 import {Journal} from '../engine/journal.js'
 import {ClusterLock} from '../engine/lock.js'
-import {runSteps, planSteps, type RenderMode} from '../engine/runner.js'
+import {runSteps, planSteps} from '../engine/runner.js'
 import type {StepReport} from '../engine/types.js'
 import {otherOperationsProblems, preflight, preflightError} from './preflight.js'
 import {slotStartProblems} from './slot-guard.js'
@@ -212,17 +212,11 @@ export function initEdges(cfg: Config, versions: Map<string, number>): Edge[] {
 // ---------------------------------------------------------------- the whole procedure
 
 
-export interface InitOptions {
+export interface InitOptions extends ProcedureOptions {
   seed?: string
   noCopy: boolean
   fixSettings: boolean
-  dryRun: boolean
   timeoutMs: number
-  connectTimeoutMs: number
-  mode: RenderMode
-  write?: (line: string) => void
-  /** called with the plan before anything changes; throw to cancel */
-  confirm: (plan: StepReport[]) => Promise<void>
 }
 
 export interface InitResult {

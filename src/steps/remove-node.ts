@@ -31,8 +31,8 @@ import {escapeIdentifier as qi} from '../db/quote.js'
 import {parseLsn} from '../db/lsn.js'
 import {Journal, type Operation} from '../engine/journal.js'
 import {ClusterLock} from '../engine/lock.js'
-import {planSteps, runSteps, type RenderMode} from '../engine/runner.js'
-import type {StepReport} from '../engine/types.js'
+import {planSteps, runSteps} from '../engine/runner.js'
+import type {ProcedureOptions, StepReport} from '../engine/types.js'
 import {MmliteError, ExitCode} from '../errors.js'
 import {didYouMean} from '../util/text.js'
 import {detachSubscriptionSql, disableSubscriptionSql, dropPublicationSql, dropSlotSql, dropSubscriptionSql} from './mesh.js'
@@ -121,15 +121,9 @@ export {buildRemoveNodeSteps} from './remove-node/procedure.js'
 
 // ---------------------------------------------------------------- the whole procedure
 
-export interface RemoveNodeOptions {
+export interface RemoveNodeOptions extends ProcedureOptions<{force: boolean; finishing: boolean}> {
   force: boolean
-  dryRun: boolean
   drainTimeoutMs: number
-  connectTimeoutMs: number
-  mode: RenderMode
-  write?: (line: string) => void
-  /** called with the plan before anything changes; throw to cancel */
-  confirm: (plan: StepReport[], info: {force: boolean; finishing: boolean}) => Promise<void>
 }
 
 export interface PeerReport {

@@ -75,6 +75,15 @@ export async function tempDir(prefix = 'mmlite-test-'): Promise<string> {
   return mkdtemp(path.join(os.tmpdir(), prefix))
 }
 
+/** A new temp dir with a config for `servers`, and `mmlite init --yes` on it, which must succeed. */
+export async function initCluster(servers: LocalServer[], opts: Parameters<typeof writeConfig>[2] = {}): Promise<{dir: string; cfg: string}> {
+  const dir = await tempDir()
+  const cfg = await writeConfig(dir, servers, opts)
+  const r = await runCli(['init', '-c', cfg, '--yes'])
+  if (r.code !== 0) throw new Error(`mmlite init exited ${r.code}:\n${r.stderr}${r.stdout}`)
+  return {dir, cfg}
+}
+
 export async function writeConfig(
   dir: string,
   servers: LocalServer[],

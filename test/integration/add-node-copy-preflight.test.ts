@@ -28,10 +28,7 @@ describe('add-node copy: preflight refusals change nothing (PostgreSQL 18)', fun
     x = all[2]
     await h.createSchema(all)
     await h.sql(servers[0], "INSERT INTO public.departments SELECT g, 'dept ' || g FROM generate_series(1, 10) g")
-    dir = await h.tempDir()
-    cfg = await h.writeConfig(dir, servers)
-    const r = await h.runCli(['init', '-c', cfg, '--yes'])
-    assert.equal(r.code, 0, r.stderr + r.stdout)
+    ;({dir, cfg} = await h.initCluster(servers))
     await h.writeOnEveryNode(servers, 5)
     await h.waitConverged(servers, 'public.users', 10)
     // a password in the DSN (the server checks it: scram-sha-256): it must never be printed

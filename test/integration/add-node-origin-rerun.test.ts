@@ -78,10 +78,7 @@ describe('add-node re-run never moves an inbound origin backwards (PostgreSQL 15
     x3 = all[2]
     await h.createSchema(all)
     await h.sql(servers[0], "INSERT INTO public.users SELECT g, 1, 'seed ' || g, 'node1' FROM generate_series(1, 100) g")
-    dir = await h.tempDir()
-    cfg = await h.writeConfig(dir, servers)
-    const r = await h.runCli(['init', '-c', cfg, '--yes'])
-    assert.equal(r.code, 0, r.stderr + r.stdout)
+    ;({dir, cfg} = await h.initCluster(servers))
     await h.waitConverged(servers, 'public.users', 100)
   })
   after(() => stopAllStarted())

@@ -96,10 +96,7 @@ describe('remove-node: a live node of a 3-node PostgreSQL 18 mesh', function () 
     servers = await h.startServers([18, 18, 18])
     await h.createSchema(servers)
     await h.sql(servers[0], "INSERT INTO public.departments SELECT g, 'dept ' || g FROM generate_series(1, 10) g")
-    dir = await h.tempDir()
-    cfg = await h.writeConfig(dir, servers)
-    const r = await h.runCli(['init', '-c', cfg, '--yes'])
-    assert.equal(r.code, 0, r.stderr + r.stdout)
+    ;({dir, cfg} = await h.initCluster(servers))
   })
   after(() => stopAllStarted())
 
@@ -345,10 +342,7 @@ describe('remove-node --force: a dead node of a 3-node PostgreSQL 15 mesh (plugi
     servers = await h.startServers([15, 15, 15])
     await h.createSchema(servers)
     await h.sql(servers[0], "INSERT INTO public.departments SELECT g, 'dept ' || g FROM generate_series(1, 10) g")
-    dir = await h.tempDir()
-    cfg = await h.writeConfig(dir, servers)
-    const r = await h.runCli(['init', '-c', cfg, '--yes'])
-    assert.equal(r.code, 0, r.stderr + r.stdout)
+    ;({dir, cfg} = await h.initCluster(servers))
   })
   after(async () => {
     for (const pid of frozen) {

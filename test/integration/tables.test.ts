@@ -26,10 +26,7 @@ describe('tables: add and remove a replicated table under load (init reconcile)'
     // 100k rows on a non-first node
     await h.sql(servers[1], "INSERT INTO public.items SELECT g, 'seed', g, 'seeded' FROM generate_series(1, 100000) g")
     await h.sql(servers[0], "INSERT INTO public.departments SELECT g, 'dept ' || g FROM generate_series(1, 10) g")
-    dir = await h.tempDir()
-    cfg = await h.writeConfig(dir, servers)
-    const r = await h.runCli(['init', '-c', cfg, '--yes'])
-    assert.equal(r.code, 0, r.stderr + r.stdout)
+    ;({dir, cfg} = await h.initCluster(servers))
   })
   after(() => stopAllStarted())
 

@@ -39,8 +39,8 @@ import type {Config} from '../../config/config.js'
 import {Cluster} from '../../cluster/cluster.js'
 import {Journal} from '../../engine/journal.js'
 import {ClusterLock} from '../../engine/lock.js'
-import {runSteps, planSteps, type RenderMode} from '../../engine/runner.js'
-import type {Action, Step, StepContext, StepReport} from '../../engine/types.js'
+import {runSteps, planSteps} from '../../engine/runner.js'
+import type {Action, ProcedureOptions, Step, StepContext, StepReport} from '../../engine/types.js'
 import {MmliteError, ExitCode, errorMessage} from '../../errors.js'
 import {makeEdge, waitStreamingActions} from '../mesh.js'
 import {readState} from '../tables/state.js'
@@ -127,15 +127,10 @@ export function applyStep(d: DdlContext): Step {
   return {id: 'ddl-apply', title: 'Run the statements on every node, commit them everywhere at once', actions}
 }
 
-export interface DdlOptions {
+export interface DdlOptions extends ProcedureOptions {
   statements: DdlStatement[]
   force: boolean
-  dryRun: boolean
   timeoutMs: number
-  connectTimeoutMs: number
-  mode: RenderMode
-  write?: (line: string) => void
-  confirm: (plan: StepReport[]) => Promise<void>
 }
 
 export interface DdlResult {
